@@ -1,0 +1,36 @@
+"""segzero_ros: Seg-Zero reasoning segmentation (Qwen2.5-VL reasoning + SAM2 masks) for ROS 2.
+
+`pip install -e .` installs the ROS-free model package `segzero_model` and the `segzero` CLI.
+torch, torchvision and sam2 are installed first by scripts/setup.sh (sam2 ships only as an sdist
+that must be built against the installed torch, with --no-build-isolation).
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="segzero_ros",
+    version="0.1.0",
+    description="Seg-Zero reasoning segmentation as a library, a CLI and a ROS 2 perception node",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["segzero_model", "segzero_model.*"]),
+    package_data={"segzero_model": ["assets/*"]},
+    install_requires=[
+        "numpy>=1.24",
+        "pillow>=10.0",
+        "opencv-python-headless>=4.8",
+        "torch>=2.5.1",
+        "torchvision>=0.20.1",
+        "transformers>=4.51,<6",
+        "tokenizers>=0.21",
+        "safetensors>=0.4",
+        "accelerate>=1.0",
+        "qwen-vl-utils>=0.0.10",
+        "sam2>=1.1.0",
+        "huggingface-hub>=0.26",
+    ],
+    extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
+    entry_points={"console_scripts": ["segzero = segzero_model.cli:main"]},
+)
