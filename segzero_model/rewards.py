@@ -1,0 +1,617 @@
+"""The Seg-Zero GRPO rewards, in the open-r1 style: one module-level function per reward.
+
+Each reward is ``name_reward(completions, **kwargs) -> list[float]`` with one float per
+completion; TRL passes the dataset columns (``solution``, optionally ``image_size``) as keyword
+arguments and logs each reward under its ``__name__``. The functions are module-level, so they
+pickle. `REWARD_FUNCTIONS` maps recipe names to them and `get_reward_functions` looks names up;
+`DEFAULT_REWARDS` is the paper's final recipe (strict format, hard accuracy: at most 5).
+
+- ``thinking_format``: 1 if the whole completion is ``<think>...</think>``, white space,
+  ``<answer>...</answer>``, nothing around, each tag once.
+- ``strict_format``: 1 if the answer's first JSON object is real JSON (double or single quotes)
+  with ``bbox`` (4 numbers), ``points_1`` and ``points_2`` (2 numbers each); other keys may
+  stand beside them. ``soft_format``: a key containing "bbox" with 4 numbers and two keys
+  containing "point" with 2 numbers each, in the tolerantly decoded first object.
+- ``box_iou``: 1 if IoU > 0.5. ``soft_box_iou``: the IoU.
+- ``box_l1``: 1 if the mean absolute coordinate difference < 10 px. ``soft_box_l1``:
+  max(0, 1 - that difference / S).
+- ``points``: 1 if both predicted points lie inside the predicted box and their mean distance
+  to the ground-truth points (better pairing) < 100 px. ``soft_points``: max(0, 1 - that
+  distance / S), also 0 when a point lies outside the predicted box.
+
+Decisions (the issue's spec wins over the paper where they differ):
+
+- Every reward except ``thinking_format`` reads the FIRST JSON object (decoded tolerantly by
+  `segzero_model.answer.first_json_object`, as the released rewards read only the first) of the
+  answer: the text between the first ``<answer>`` after the thinking and the next
+  ``</answer>`` (or the end, if truncated). Without an ``<answer>`` tag the whole completion is
+  read, as the released rewards do; ``thinking_format`` already scores such a reply 0. The box
+  rewards need only the exact key ``bbox``, so a box scores even when the points are missing.
+- Boxes are XYXY inclusive pixel boxes (area (x2-x1+1)(y2-y1+1), `segzero_model.metrics.box_iou`).
+  Corner order does not matter: like `box_iou` and `parse_answer`, the rewards order the corners
+  first, so the box that is rewarded is the box the segmenter would get.
+- "Mean |d|" is the mean absolute difference of the 4 box coordinates; "distance" is the mean
+  Euclidean distance of predicted to ground-truth points under the better of the two pairings,
+  so the order of ``points_1`` and ``points_2`` does not matter.
+- S, max(image size), is the side of the frame the answers are in. In the released datasets the
+  images are resized to 840x840 and both answers and ground truth are in that frame, so S = 840
+  by default. An optional ``image_size`` column (or keyword) overrides it: a number or a
+  ``(width, height)`` pair per completion, or one number for all. Columns such as
+  ``img_width``/``img_height`` are deliberately NOT read: they describe the original image,
+  which is not the frame the answer is in.
+- Values must be JSON numbers (not strings, not booleans) and finite.
+- One bad completion (garbage, None content, wrong types or lengths, NaN, huge numbers) scores
+  0 and never raises. A malformed ground truth is a data bug, so `parse_solution` raises
+  ValueError for it, as do a missing ``solution`` column and an invalid ``image_size``.
+
+The paper's Figure 2 prints illustrative scores; under these definitions its three samples
+score 1/1/1/1/1, 1/0/1/1/0 and 0/0/1/0/0 (think/format/IoU/box L1/points), as the released
+rewards give them (tests/test_rewards.py reproduces them and explains each number).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from segzero_model.answer import first_json_object
+from segzero_model.geometry import REASONING_SIZE
+from segzero_model.metrics import box_iou
+
+__all__ = [
+    "BOX_L1_THRESHOLD",
+    "DEFAULT_REWARDS",
+    "IOU_THRESHOLD",
+    "POINTS_DISTANCE_THRESHOLD",
+    "REWARD_FUNCTIONS",
+    "answer_region",
+    "box_iou_reward",
+    "box_l1_reward",
+    "completion_text",
+    "get_reward_functions",
+    "parse_solution",
+    "points_reward",
+    "soft_box_iou_reward",
+    "soft_box_l1_reward",
+    "soft_format_reward",
+    "soft_points_reward",
+    "strict_format_reward",
+    "thinking_format_reward",
+]
+
+IOU_THRESHOLD = 0.5  # box_iou: 1 if IoU > this
+BOX_L1_THRESHOLD = 10.0  # box_l1: 1 if the mean absolute coordinate difference < this (px)
+POINTS_DISTANCE_THRESHOLD = 100.0  # points: 1 if the mean point distance < this (px)
+
+Box = tuple[float, float, float, float]
+Point = tuple[float, float]
+Solution = tuple[Box, tuple[Point, Point]]
+
+_SNIPPET_CHARS = 200
+
+# --------------------------------------------------------------------------- completions
+
+
+def _content_text(content: object) -> str:
+    """Text of a message content: a string, or a list of ``{"type": "text", "text": ...}``
+    parts (other parts, such as images, are skipped); anything else is empty."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list | tuple):
+        pieces = []
+        for part in content:
+            if isinstance(part, str):
+                pieces.append(part)
+            elif isinstance(part, dict) and part.get("type", "text") == "text":
+                text = part.get("text")
+                if isinstance(text, str):
+                    pieces.append(text)
+        return "".join(pieces)
+    return ""
+
+
+def completion_text(completion: object) -> str:
+    """The text of one completion in any of TRL's formats ("" when there is none).
+
+    A plain string; a conversational list of messages (``[{"role": "assistant", "content":
+    ...}]``, their contents joined); or one message dict. A content is a string or a list of
+    ``{"type": "text", "text": ...}`` parts; None or any other type gives "".
+    """
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return _content_text(completion.get("content"))
+    if isinstance(completion, list | tuple):
+        return "".join(
+            m if isinstance(m, str) else _content_text(m.get("content"))
+            for m in completion
+            if isinstance(m, str | dict)
+        )
+    return ""
+
+
+# Case-insensitive for finding the answer (accuracy is about content); the thinking format
+# reward below matches the exact lower-case tags.
+_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
+_ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE)
+_ANSWER_CLOSE = re.compile(r"</answer>", re.IGNORECASE)
+
+
+def answer_region(text: str) -> str:
+    """The text the accuracy and segmentation format rewards read.
+
+    The content of the first ``<answer>`` that follows the first ``</think>`` (or the start,
+    when there is none), up to the next ``</answer>`` or the end of a truncated reply. Without
+    an ``<answer>`` tag, the whole text (so a JSON object in the thinking counts, as in the
+    released rewards; such a reply scores 0 on ``thinking_format``). An empty answer stays
+    empty: it does not fall back to the whole text.
+    """
+    think_end = _THINK_CLOSE.search(text)
+    opened = _ANSWER_OPEN.search(text, think_end.end() if think_end else 0)
+    if opened is None:
+        return text
+    closed = _ANSWER_CLOSE.search(text, opened.end())
+    return text[opened.end() : closed.start() if closed else len(text)]
+
+
+def _answer_object(completion: object) -> dict | None:
+    """The first JSON object of the completion's answer (tolerant decoding), or None."""
+    return first_json_object(answer_region(completion_text(completion)))
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _numbers(value: object, count: int) -> tuple[float, ...] | None:
+    """`value` as `count` finite floats if it is a list of exactly `count` numbers, else None."""
+    if not isinstance(value, list | tuple) or len(value) != count:
+        return None
+    out = []
+    for item in value:
+        if not _is_number(item):
+            return None
+        try:
+            number = float(item)
+        except OverflowError:  # an int too large for a float
+            return None
+        if not math.isfinite(number):
+            return None
+        out.append(number)
+    return tuple(out)
+
+
+def _ordered(box: Sequence[float]) -> Box:
+    x1, y1, x2, y2 = box
+    return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+
+
+def _predicted_box(obj: dict | None) -> Box | None:
+    """The answer's ``bbox`` with ordered corners, or None when missing or malformed."""
+    if obj is None:
+        return None
+    box = _numbers(obj.get("bbox"), 4)
+    return None if box is None else _ordered(box)
+
+
+def _predicted_points(obj: dict | None) -> tuple[Point, Point] | None:
+    """The answer's ``points_1`` and ``points_2``, or None when either is missing/malformed."""
+    if obj is None:
+        return None
+    first, second = _numbers(obj.get("points_1"), 2), _numbers(obj.get("points_2"), 2)
+    if first is None or second is None:
+        return None
+    return first, second  # type: ignore[return-value]
+
+
+def _clamp01(value: float) -> float:
+    """`value` clamped into [0, 1]; NaN (possible with absurd but finite inputs) gives 0."""
+    if math.isnan(value):
+        return 0.0
+    return min(max(value, 0.0), 1.0)
+
+
+def _box_l1(pred: Box, gt: Box) -> float:
+    """Mean absolute difference of the 4 coordinates (both boxes corner-ordered)."""
+    return sum(abs(p - g) for p, g in zip(pred, gt, strict=True)) / 4
+
+
+def _points_distance(pred: tuple[Point, Point], gt: tuple[Point, Point]) -> float:
+    """Mean Euclidean distance of predicted to ground-truth points, better pairing of the two."""
+    (a, b), (c, d) = pred, gt
+    straight = (math.dist(a, c) + math.dist(b, d)) / 2
+    crossed = (math.dist(a, d) + math.dist(b, c)) / 2
+    return min(straight, crossed)
+
+
+def _inside(point: Point, box: Box) -> bool:
+    """Whether `point` lies in the inclusive pixel box (edges count as inside)."""
+    x, y = point
+    x1, y1, x2, y2 = box
+    return x1 <= x <= x2 and y1 <= y <= y2
+
+
+# --------------------------------------------------------------------------- ground truth
+
+_NUMBER = r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*"
+_PAIR = rf"\({_NUMBER},{_NUMBER}\)"
+_SOLUTION_TEXT = re.compile(
+    rf"\s*<box>\s*{_PAIR}\s*,\s*{_PAIR}\s*</box>\s*<points>\s*{_PAIR}\s*,\s*{_PAIR}\s*</points>\s*"
+)
+_SOLUTION_EXAMPLE = "<box>(x1,y1),(x2,y2)</box><points>(x1,y1),(x2,y2)</points>"
+
+
+def _snippet(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SNIPPET_CHARS else text[:_SNIPPET_CHARS] + "..."
+
+
+def _solution_from_dict(data: dict, original: object) -> Solution:
+    parsed = {}
+    for key, count in (("bbox", 4), ("points_1", 2), ("points_2", 2)):
+        if key not in data:
+            raise ValueError(
+                f"malformed ground truth: no {key!r} key (found {sorted(map(str, data))}): "
+                f"{_snippet(original)}"
+            )
+        values = _numbers(data[key], count)
+        if values is None:
+            raise ValueError(
+                f"malformed ground truth: {key!r} must be {count} finite numbers, got "
+                f"{_snippet(data[key])} in {_snippet(original)}"
+            )
+        parsed[key] = values
+    x1, y1, x2, y2 = parsed["bbox"]
+    if x1 > x2 or y1 > y2:
+        raise ValueError(
+            f"malformed ground truth: 'bbox' must be (x1, y1, x2, y2) with x1 <= x2 and "
+            f"y1 <= y2, got {parsed['bbox']} in {_snippet(original)}"
+        )
+    return parsed["bbox"], (parsed["points_1"], parsed["points_2"])  # type: ignore[return-value]
+
+
+def parse_solution(solution: object) -> Solution:
+    """The ground truth ``(bbox, (point_1, point_2))`` of one sample, as floats.
+
+    Accepts the released datasets' string
+    ``<box>(x1,y1),(x2,y2)</box><points>(x1,y1),(x2,y2)</points>``, a JSON string
+    ``{"bbox": [x1, y1, x2, y2], "points_1": [x, y], "points_2": [x, y]}`` or that dict
+    already decoded (extra keys are ignored). The box is XYXY, inclusive pixels, in the frame
+    the answers are in (840x840 in the released data).
+
+    Unlike the rewards, which score a bad completion 0, this raises: a malformed ground truth
+    is a data bug that must not silently train the model towards 0 rewards.
+
+    Raises:
+        ValueError: the solution is not one of those forms, a value is not a finite number,
+            a list has the wrong length, or the box has x1 > x2 or y1 > y2.
+    """
+    if isinstance(solution, dict):
+        return _solution_from_dict(solution, solution)
+    if not isinstance(solution, str):
+        raise ValueError(
+            f"malformed ground truth: expected a str or dict, got {type(solution).__name__}: "
+            f"{_snippet(solution)}"
+        )
+    if solution.strip().startswith("{"):
+        try:
+            data = json.loads(solution)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(
+                f"malformed ground truth: invalid JSON ({exc}): {_snippet(solution)}"
+            ) from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"malformed ground truth: not a JSON object: {_snippet(solution)}")
+        return _solution_from_dict(data, solution)
+    match = _SOLUTION_TEXT.fullmatch(solution)
+    if match is None:
+        raise ValueError(
+            f"malformed ground truth: expected {_SOLUTION_EXAMPLE!r} or a JSON object with "
+            f"'bbox', 'points_1' and 'points_2', got {_snippet(solution)}"
+        )
+    values = [float(v) for v in match.groups()]
+    return _solution_from_dict(
+        {"bbox": values[0:4], "points_1": values[4:6], "points_2": values[6:8]}, solution
+    )
+
+
+def _solutions(solution: object, count: int, reward: str) -> list[Solution]:
+    """One parsed ground truth per completion, from TRL's ``solution`` column."""
+    if solution is None:
+        raise ValueError(f"{reward} needs the dataset column 'solution' (one per completion)")
+    if isinstance(solution, str | dict) or not isinstance(solution, Sequence):
+        raise ValueError(
+            f"{reward}: 'solution' must be a list with one ground truth per completion, got "
+            f"{type(solution).__name__}: {_snippet(solution)}"
+        )
+    if len(solution) != count:
+        raise ValueError(
+            f"{reward}: got {len(solution)} solutions for {count} completions; need one each"
+        )
+    return [parse_solution(s) for s in solution]
+
+
+def _frame_side(value: object) -> float:
+    """max(image size) from one ``image_size`` entry: None, a number or (width, height)."""
+    if value is None:
+        return float(REASONING_SIZE)
+    sides = value if isinstance(value, list | tuple) else [value]
+    if len(sides) not in (1, 2) or not all(_is_number(s) for s in sides):
+        raise ValueError(
+            f"image_size must be a number or a (width, height) pair, got {_snippet(value)}"
+        )
+    side = max(float(s) for s in sides)
+    if not (math.isfinite(side) and side > 0):
+        raise ValueError(f"image_size must be positive and finite, got {_snippet(value)}")
+    return side
+
+
+def _frame_sides(image_size: object, count: int) -> list[float]:
+    """max(image size) per completion: default 840, one value for all, or one per completion.
+
+    A list/tuple is read as one entry per completion (as TRL passes dataset columns), so a
+    single ``(width, height)`` pair must be given once per completion or as its maximum.
+    """
+    if isinstance(image_size, list | tuple):
+        if len(image_size) != count:
+            raise ValueError(
+                f"image_size has {len(image_size)} entries for {count} completions; give one "
+                f"per completion or a single number"
+            )
+        return [_frame_side(v) for v in image_size]
+    return [_frame_side(image_size)] * count
+
+
+# --------------------------------------------------------------------------- format rewards
+
+_THINKING_FORMAT = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
+_FORMAT_TAG = re.compile(r"</?(?:think|answer)>")
+
+
+def thinking_format_reward(completions: Iterable[object], **kwargs: Any) -> list[float]:
+    """1.0 if the completion is exactly ``<think>...</think>``, white space, ``<answer>...
+    </answer>``, with nothing before or after (not even white space) and each of the four tags
+    once (a second ``<answer>`` is not the format); else 0.0."""
+    scores = []
+    for completion in completions:
+        text = completion_text(completion)
+        # Counting the tags first also keeps the regex linear on replies full of tags.
+        ok = len(_FORMAT_TAG.findall(text)) == 4 and _THINKING_FORMAT.fullmatch(text) is not None
+        scores.append(1.0 if ok else 0.0)
+    return scores
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+# `first_json_object` forgives trailing commas, True/False/None, raw control characters in
+# strings and NaN/Infinity, and finds an object inside a larger span that does not decode.
+# The strict format reward must accept only real JSON (or JSON written with single quotes, as
+# the prompt's own example is), so it also decodes strictly from each "{" in turn and requires
+# the first object found that way to be the tolerant first object.
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_MAX_STRICT_STARTS = 64  # bounds the work on garbage full of braces
+
+
+def _strict_first_object(region: str) -> dict | None:
+    """The first dict that real JSON (or JSON with all ' read as ") decodes to, or None."""
+    swapped = region.replace("'", '"') if "'" in region else None
+    for tried, brace in enumerate(re.finditer(r"\{", region)):
+        if tried == _MAX_STRICT_STARTS:
+            break
+        for candidate in (region, swapped):
+            if candidate is None:
+                continue
+            try:
+                value, _ = _STRICT_DECODER.raw_decode(candidate, brace.start())
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+def _is_strict_format(completion: object) -> bool:
+    region = answer_region(completion_text(completion))
+    obj = first_json_object(region)
+    if obj is None or _strict_first_object(region) != obj:
+        return False
+    return all(
+        isinstance(obj.get(key), list) and _numbers(obj[key], count) is not None
+        for key, count in (("bbox", 4), ("points_1", 2), ("points_2", 2))
+    )
+
+
+def strict_format_reward(completions: Iterable[object], **kwargs: Any) -> list[float]:
+    """1.0 if the answer's first JSON object is real JSON (double or single quotes) with
+    ``bbox`` a list of 4 numbers and ``points_1``, ``points_2`` lists of 2 numbers each (other
+    keys may stand beside them); else 0.0. Exact key names; numbers must be finite."""
+    return [1.0 if _is_strict_format(c) else 0.0 for c in completions]
+
+
+def _is_soft_format(completion: object) -> bool:
+    obj = _answer_object(completion)
+    if obj is None:
+        return False
+    pairs = [(str(key).lower(), value) for key, value in obj.items()]
+    boxes = sum("bbox" in k and _numbers(v, 4) is not None for k, v in pairs)
+    points = sum("point" in k and _numbers(v, 2) is not None for k, v in pairs)
+    return boxes >= 1 and points >= 2
+
+
+def soft_format_reward(completions: Iterable[object], **kwargs: Any) -> list[float]:
+    """1.0 if the answer's first JSON object (tolerant decoding) has a key containing "bbox"
+    with 4 numbers and two keys containing "point" with 2 numbers each (case-insensitive, top
+    level only: "bbox_2d", "point_1", "Points2" all count); else 0.0."""
+    return [1.0 if _is_soft_format(c) else 0.0 for c in completions]
+
+
+# --------------------------------------------------------------------------- accuracy rewards
+
+
+def _box_scores(
+    completions: Iterable[object], solution: object, reward: str, score: Callable
+) -> list[float]:
+    """`score(pred_box, gt_box, index)` per completion; 0.0 when the answer has no usable bbox."""
+    completions = list(completions)
+    truths = _solutions(solution, len(completions), reward)
+    scores = []
+    for index, (completion, (gt_box, _)) in enumerate(zip(completions, truths, strict=True)):
+        pred = _predicted_box(_answer_object(completion))
+        scores.append(0.0 if pred is None else _clamp01(score(pred, gt_box, index)))
+    return scores
+
+
+def box_iou_reward(
+    completions: Iterable[object], solution: object = None, **kwargs: Any
+) -> list[float]:
+    """1.0 if IoU(predicted bbox, ground-truth bbox) > 0.5 (inclusive pixel boxes), else 0.0."""
+    return _box_scores(
+        completions,
+        solution,
+        "box_iou_reward",
+        lambda pred, gt, _: 1.0 if box_iou(pred, gt) > IOU_THRESHOLD else 0.0,
+    )
+
+
+def soft_box_iou_reward(
+    completions: Iterable[object], solution: object = None, **kwargs: Any
+) -> list[float]:
+    """IoU(predicted bbox, ground-truth bbox) (inclusive pixel boxes); 0.0 without a bbox."""
+    return _box_scores(
+        completions, solution, "soft_box_iou_reward", lambda pred, gt, _: box_iou(pred, gt)
+    )
+
+
+def box_l1_reward(
+    completions: Iterable[object], solution: object = None, **kwargs: Any
+) -> list[float]:
+    """1.0 if the mean absolute difference of the 4 box coordinates is < 10 px, else 0.0."""
+    return _box_scores(
+        completions,
+        solution,
+        "box_l1_reward",
+        lambda pred, gt, _: 1.0 if _box_l1(pred, gt) < BOX_L1_THRESHOLD else 0.0,
+    )
+
+
+def soft_box_l1_reward(
+    completions: Iterable[object],
+    solution: object = None,
+    image_size: object = None,
+    **kwargs: Any,
+) -> list[float]:
+    """max(0, 1 - mean absolute coordinate difference / max(image size)); 0.0 without a bbox.
+
+    ``image_size``: the frame side (default 840, the released datasets' frame), a number or a
+    (width, height) pair per completion, or one number for all.
+    """
+    completions = list(completions)
+    sides = _frame_sides(image_size, len(completions))
+    return _box_scores(
+        completions,
+        solution,
+        "soft_box_l1_reward",
+        lambda pred, gt, index: 1.0 - _box_l1(pred, gt) / sides[index],
+    )
+
+
+def _points_scores(
+    completions: Iterable[object], solution: object, reward: str, score: Callable
+) -> list[float]:
+    """`score(distance, index)` per completion whose two points lie inside its own predicted
+    bbox; 0.0 when the bbox or a point is missing or a point is outside the box."""
+    completions = list(completions)
+    truths = _solutions(solution, len(completions), reward)
+    scores = []
+    for index, (completion, (_, gt_points)) in enumerate(zip(completions, truths, strict=True)):
+        obj = _answer_object(completion)
+        box, points = _predicted_box(obj), _predicted_points(obj)
+        if box is None or points is None or not all(_inside(p, box) for p in points):
+            scores.append(0.0)
+        else:
+            scores.append(_clamp01(score(_points_distance(points, gt_points), index)))
+    return scores
+
+
+def points_reward(
+    completions: Iterable[object], solution: object = None, **kwargs: Any
+) -> list[float]:
+    """1.0 if both predicted points lie inside the predicted bbox and their mean distance to
+    the ground-truth points, under the better pairing, is < 100 px; else 0.0."""
+    return _points_scores(
+        completions,
+        solution,
+        "points_reward",
+        lambda distance, _: 1.0 if distance < POINTS_DISTANCE_THRESHOLD else 0.0,
+    )
+
+
+def soft_points_reward(
+    completions: Iterable[object],
+    solution: object = None,
+    image_size: object = None,
+    **kwargs: Any,
+) -> list[float]:
+    """max(0, 1 - mean point distance (better pairing) / max(image size)), and 0.0 unless both
+    predicted points lie inside the predicted bbox (the hard reward's precondition, kept so the
+    soft variant only relaxes the distance threshold). ``image_size`` as in
+    `soft_box_l1_reward`."""
+    completions = list(completions)
+    sides = _frame_sides(image_size, len(completions))
+    return _points_scores(
+        completions,
+        solution,
+        "soft_points_reward",
+        lambda distance, index: 1.0 - distance / sides[index],
+    )
+
+
+# --------------------------------------------------------------------------- registry
+
+REWARD_FUNCTIONS: dict[str, Callable[..., list[float]]] = {
+    "thinking_format": thinking_format_reward,
+    "strict_format": strict_format_reward,
+    "soft_format": soft_format_reward,
+    "box_iou": box_iou_reward,
+    "soft_box_iou": soft_box_iou_reward,
+    "box_l1": box_l1_reward,
+    "soft_box_l1": soft_box_l1_reward,
+    "points": points_reward,
+    "soft_points": soft_points_reward,
+}
+
+# The paper's final recipe (Section 4.4): strict format and hard accuracy rewards, at most 5.
+DEFAULT_REWARDS: tuple[str, ...] = (
+    "thinking_format",
+    "strict_format",
+    "box_iou",
+    "box_l1",
+    "points",
+)
+
+
+def get_reward_functions(names: Iterable[str] | str) -> list[Callable[..., list[float]]]:
+    """The reward functions for `names` (registry keys), in order; one name may be a str.
+
+    Raises:
+        ValueError: a name is unknown (the message lists the valid names) or repeated (it
+            would count twice and log twice under the same name).
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    valid = ", ".join(REWARD_FUNCTIONS)
+    unknown = [n for n in names if not isinstance(n, str) or n not in REWARD_FUNCTIONS]
+    if unknown:
+        raise ValueError(f"unknown reward name(s) {unknown}; valid names: {valid}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"reward name(s) {repeated} given more than once")
+    return [REWARD_FUNCTIONS[n] for n in names]
