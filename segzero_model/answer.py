@@ -388,6 +388,12 @@ def _split_thinking(text: str) -> tuple[str | None, str]:
     return thinking, before + after
 
 
+def extract_thinking(text: str) -> str | None:
+    """The reasoning text of an output, also when its answer is unusable (so users still see
+    why the model failed); None when there is no <think> part."""
+    return _split_thinking(text)[0] if isinstance(text, str) else None
+
+
 def _parse_lenient(text: str, high: int) -> Answer:
     thinking, outside = _split_thinking(text)
     opened = _ANSWER_OPEN.search(outside)

@@ -12,14 +12,16 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but no CUDA GPU is visible; use --device cpu")
+        raise ValueError(
+            f"device {device!r} was requested but no CUDA GPU is visible; use --device cpu"
+        )
     if not (device == "cpu" or device.startswith("cuda")):
         raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
     return device
 
 
 def resolve_dtype(device: str, dtype: str | None = None):
-    """torch dtype for `device`; `dtype` may name one explicitly ('bfloat16', 'float16', 'float32')."""
+    """torch dtype for `device`; `dtype` may name one: 'bfloat16', 'float16' or 'float32'."""
     import torch
 
     if dtype in (None, "auto"):

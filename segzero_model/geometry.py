@@ -9,7 +9,7 @@ REASONING_SIZE = 840
 def scale_xy(
     x: float, y: float, width: int, height: int, frame: int = REASONING_SIZE
 ) -> tuple[float, float]:
-    """Map a point from the square `frame` to an image of `width` x `height` (x*W/frame, y*H/frame)."""
+    """Map a point from the square `frame` to a `width` x `height` image: (x*W/frame, y*H/frame)."""
     return x * width / frame, y * height / frame
 
 

@@ -457,3 +457,11 @@ def test_first_json_object():
         "points_2": [35, 180],
     }
     assert first_json_object("{not json} and nothing else") is None
+
+
+def test_extract_thinking_survives_unusable_answers():
+    from segzero_model.answer import extract_thinking
+
+    assert extract_thinking("<think>the mug</think><answer>{oops</answer>") == "the mug"
+    assert extract_thinking("<think>cut off mid-thou") == "cut off mid-thou"
+    assert extract_thinking("no tags at all") is None

@@ -1,0 +1,148 @@
+"""The `segzero` command: `infer` segments one image from a text query; `make-tiny` writes the
+tiny offline checkpoints. Exit codes: 0 success, 1 the query failed (see status), 2 bad
+arguments, a missing image or a model that cannot be found."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import ImageLoadError, ModelNotFoundError
+from .pipeline import DEFAULT_REASONING_MODEL, DEFAULT_SEGMENTATION_MODEL
+
+EXIT_FAILED_QUERY = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segzero", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    infer = commands.add_parser("infer", help="segment the object a text query describes")
+    infer.add_argument("--image", required=True, type=Path, help="image file (PNG, JPEG, ...)")
+    infer.add_argument("--query", required=True, help='what to segment, e.g. "the red cup"')
+    infer.add_argument(
+        "--reasoning-model",
+        default=None,
+        help=f"hub id or local directory (default {DEFAULT_REASONING_MODEL})",
+    )
+    infer.add_argument(
+        "--segmentation-model",
+        default=None,
+        help=f"SAM2 hub id, local directory or .pt file (default {DEFAULT_SEGMENTATION_MODEL})",
+    )
+    infer.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    infer.add_argument("--dtype", default=None, help="bfloat16, float16 or float32")
+    infer.add_argument("--max-new-tokens", type=int, default=1024)
+    infer.add_argument("--output", type=Path, help="write a PNG overlay (mask, box, points)")
+    infer.add_argument("--json", type=Path, help="write the result as JSON")
+    infer.add_argument(
+        "--tiny",
+        action="store_true",
+        help="use the built-in tiny random models (offline demo; output is meaningless)",
+    )
+
+    tiny = commands.add_parser("make-tiny", help="write the tiny offline checkpoints")
+    tiny.add_argument("directory", type=Path, help="output directory (reasoner/, segmenter/)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "make-tiny":
+        return _make_tiny(args.directory)
+    return _infer(args)
+
+
+def _make_tiny(directory: Path) -> int:
+    from .tiny import copy_tiny_models
+
+    reasoner_dir, segmenter_dir = copy_tiny_models(directory)
+    print(f"tiny reasoning model:    {reasoner_dir}")
+    print(f"tiny segmentation model: {segmenter_dir}")
+    return 0
+
+
+def _infer(args) -> int:
+    from .images import load_image
+
+    if args.max_new_tokens < 1:
+        return _usage_error("--max-new-tokens must be at least 1")
+    try:
+        image = load_image(args.image)
+    except ImageLoadError as error:
+        return _usage_error(str(error))
+
+    reasoning_model, segmentation_model = _model_names(args)
+    try:
+        pipeline = _load_pipeline(args, reasoning_model, segmentation_model)
+    except (ModelNotFoundError, ValueError) as error:
+        return _usage_error(str(error))
+
+    result = pipeline.segment(image, args.query)
+    _print_result(result)
+    if args.json is not None:
+        args.json.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    if args.output is not None:
+        from .images import save_image
+        from .overlay import draw_overlay
+
+        save_image(args.output, draw_overlay(image, result))
+        print(f"wrote {args.output}")
+    return 0 if result.ok else EXIT_FAILED_QUERY
+
+
+def _model_names(args) -> tuple[str, str]:
+    if not args.tiny:
+        return (
+            args.reasoning_model or DEFAULT_REASONING_MODEL,
+            args.segmentation_model or DEFAULT_SEGMENTATION_MODEL,
+        )
+    from .tiny import TINY_WARNING, ensure_tiny_models
+
+    print(TINY_WARNING, file=sys.stderr)
+    if args.reasoning_model or args.segmentation_model:
+        print("note: --tiny replaces --reasoning-model / --segmentation-model", file=sys.stderr)
+    return tuple(str(path) for path in ensure_tiny_models())
+
+
+def _load_pipeline(args, reasoning_model: str, segmentation_model: str):
+    from .pipeline import SegZeroPipeline
+
+    print(f"loading {reasoning_model} and {segmentation_model} ...", file=sys.stderr)
+    return SegZeroPipeline.from_pretrained(
+        reasoning_model,
+        segmentation_model,
+        device=args.device,
+        dtype=args.dtype,
+        max_new_tokens=args.max_new_tokens,
+    )
+
+
+def _print_result(result) -> None:
+    print(f"status:    {result.status.value}" + (f" ({result.reason})" if result.reason else ""))
+    print(f"reasoning: {result.reasoning if result.reasoning is not None else '-'}")
+    if result.bbox is not None:
+        print("bbox:      [" + ", ".join(f"{v:.1f}" for v in result.bbox) + "]")
+    if result.points is not None:
+        print("points:    " + ", ".join(f"({x:.1f}, {y:.1f})" for x, y in result.points))
+    if result.mask is not None:
+        print(f"mask:      {result.mask_area} pixels, score {result.score:.3f}")
+    timings = ", ".join(
+        f"{name} {seconds * 1000:.0f} ms" for name, seconds in result.timings.items()
+    )
+    print(f"timings:   {timings}")
+
+
+def _usage_error(message: str) -> int:
+    print(f"segzero: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""`SegZeroPipeline`: reasoner → answer parser → frame scaling → SAM2, one result per query.
+
+Failures of one query (bad image, bad query, unparseable answer, out of memory, cancellation)
+become a `SegmentationResult` with an error status and a reason; they are never raised, so a
+long-running caller such as the ROS node keeps going.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+
+import numpy as np
+
+from .answer import AnswerFormatError, extract_thinking, parse_answer
+from .errors import InvalidImageError
+from .geometry import scale_box, scale_xy
+from .images import to_rgb8
+from .result import SegmentationResult, Status
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_REASONING_MODEL = "Ricky06662/Seg-Zero-7B"
+DEFAULT_SEGMENTATION_MODEL = "facebook/sam2.1-hiera-large"
+MAX_QUERY_CHARS = 2000
+
+
+def validate_query(query: object, max_chars: int = MAX_QUERY_CHARS) -> str | None:
+    """Return why `query` cannot be used, or None when it is fine."""
+    if not isinstance(query, str):
+        return f"query must be a string, got {type(query).__name__}"
+    if not query.strip(". \t\r\n"):
+        return "query is empty"
+    if len(query) > max_chars:
+        return f"query is {len(query)} characters long; the limit is {max_chars}"
+    return None
+
+
+class SegZeroPipeline:
+    """Owns a `Reasoner` and a `Segmenter`; `segment` answers one query, `segment_batch` many."""
+
+    def __init__(self, reasoner, segmenter, *, max_query_chars: int = MAX_QUERY_CHARS):
+        self.reasoner = reasoner
+        self.segmenter = segmenter
+        self.max_query_chars = max_query_chars
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        reasoning_model: str = DEFAULT_REASONING_MODEL,
+        segmentation_model: str = DEFAULT_SEGMENTATION_MODEL,
+        *,
+        device: str = "auto",
+        dtype: str | None = None,
+        max_new_tokens: int = 1024,
+        max_query_chars: int = MAX_QUERY_CHARS,
+    ) -> SegZeroPipeline:
+        """Load both models (hub ids or local directories); raises `ModelNotFoundError`."""
+        from .reasoner import Reasoner
+        from .segmenter import Segmenter
+
+        reasoner = Reasoner.from_pretrained(
+            reasoning_model, device=device, dtype=dtype, max_new_tokens=max_new_tokens
+        )
+        try:
+            segmenter = Segmenter.from_pretrained(segmentation_model, device=device)
+        except BaseException:
+            reasoner.close()
+            raise
+        return cls(reasoner, segmenter, max_query_chars=max_query_chars)
+
+    def close(self) -> None:
+        """Release both models (and GPU memory)."""
+        self.reasoner.close()
+        self.segmenter.close()
+
+    def segment(
+        self,
+        image,
+        query: str,
+        *,
+        image_key: Hashable | None = None,
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> SegmentationResult:
+        """Segment the object `query` describes in `image` (numpy HxW[xC] or PIL).
+
+        `image_key` identifies the image for SAM2's embedding cache (e.g. a camera stamp);
+        `on_text` receives the model's text as it streams; setting `cancel` stops generation.
+        """
+        return self._run([image], [query], [image_key], on_text=on_text, cancel=cancel)[0]
+
+    def segment_batch(
+        self,
+        images: Sequence,
+        queries: Sequence[str],
+        image_keys: Sequence[Hashable | None] | None = None,
+    ) -> list[SegmentationResult]:
+        """Answer several queries with one batched generation; one result per query, in order."""
+        if len(images) != len(queries):
+            raise ValueError(f"got {len(images)} images but {len(queries)} queries")
+        keys = list(image_keys) if image_keys is not None else [None] * len(images)
+        if len(keys) != len(images):
+            raise ValueError(f"got {len(keys)} image keys for {len(images)} images")
+        return self._run(list(images), list(queries), keys) if images else []
+
+    def _run(self, images, queries, keys, on_text=None, cancel=None) -> list[SegmentationResult]:
+        started = time.perf_counter()
+        results: list[SegmentationResult | None] = [None] * len(images)
+        rgb_images: list[np.ndarray | None] = [None] * len(images)
+        for index, (image, query) in enumerate(zip(images, queries, strict=True)):
+            results[index], rgb_images[index] = self._validate(image, query)
+
+        pending = [i for i, result in enumerate(results) if result is None]
+        if pending:
+            generations = self._generate(
+                [rgb_images[i] for i in pending], [queries[i] for i in pending], on_text, cancel
+            )
+            for index, generation in zip(pending, generations, strict=True):
+                results[index] = self._finish(
+                    rgb_images[index], queries[index], keys[index], generation
+                )
+        total = time.perf_counter() - started
+        for result in results:
+            result.timings["total"] = total
+        return results
+
+    def _validate(self, image, query) -> tuple[SegmentationResult | None, np.ndarray | None]:
+        problem = validate_query(query, self.max_query_chars)
+        try:
+            rgb = to_rgb8(image)
+        except InvalidImageError as error:
+            size = (0, 0)
+            return self._failure(Status.INVALID_IMAGE, str(error), query, size), None
+        size = (rgb.shape[1], rgb.shape[0])
+        if problem is not None:
+            return self._failure(Status.INVALID_QUERY, problem, query, size), None
+        return None, rgb
+
+    def _generate(self, images, queries, on_text, cancel):
+        """Run the reasoner; a failure of the whole batch becomes one failure per query."""
+        try:
+            return self.reasoner.generate(images, queries, on_text=on_text, cancel=cancel)
+        except Exception as error:  # noqa: BLE001 - reported per query, see _error_status
+            status = _error_status(error)
+            logger.exception("reasoning failed for %d queries", len(queries))
+            return [_FailedGeneration(status, f"reasoning failed: {error}")] * len(queries)
+
+    def _finish(self, rgb, query, key, generation) -> SegmentationResult:
+        size = (rgb.shape[1], rgb.shape[0])
+        if isinstance(generation, _FailedGeneration):
+            return self._failure(generation.status, generation.reason, query, size)
+        result = SegmentationResult(
+            status=Status.OK,
+            query=query,
+            image_size=size,
+            raw_output=generation.text,
+            num_generated_tokens=generation.num_tokens,
+            timings={
+                "reasoning_prefill": generation.prefill_seconds,
+                "reasoning_decode": generation.decode_seconds,
+            },
+        )
+        if generation.cancelled:
+            result.status, result.reason = Status.CANCELLED, "generation was cancelled"
+            result.reasoning = extract_thinking(generation.text)
+            return result
+        parse_started = time.perf_counter()
+        try:
+            answer = parse_answer(generation.text)
+        except AnswerFormatError as error:
+            result.status, result.reason = Status.UNPARSEABLE_ANSWER, str(error)
+            result.reasoning = extract_thinking(generation.text)
+            logger.warning("unparseable answer for %r: %s", query, error)
+            return result
+        finally:
+            result.timings["parse"] = time.perf_counter() - parse_started
+        result.reasoning = answer.thinking
+        width, height = size
+        if answer.bbox is not None:
+            result.bbox = scale_box(answer.bbox, width, height)
+        if answer.points is not None:
+            result.points = tuple(scale_xy(x, y, width, height) for x, y in answer.points)
+        self._segment(rgb, key, result)
+        return result
+
+    def _segment(self, rgb, key, result: SegmentationResult) -> None:
+        try:
+            started = time.perf_counter()
+            self.segmenter.set_image(rgb, key=key)
+            embedded = time.perf_counter()
+            result.mask, result.score = self.segmenter.predict(result.bbox, result.points)
+            result.timings["sam_embedding"] = embedded - started
+            result.timings["sam_mask"] = time.perf_counter() - embedded
+        except Exception as error:  # noqa: BLE001 - reported in the result
+            logger.exception("segmentation failed for %r", result.query)
+            result.status, result.reason = _error_status(error), f"segmentation failed: {error}"
+
+    @staticmethod
+    def _failure(status: Status, reason: str, query, size) -> SegmentationResult:
+        logger.warning("query %.80r not answered: %s", query, reason)
+        return SegmentationResult(status=status, query=str(query), image_size=size, reason=reason)
+
+
+class _FailedGeneration:
+    def __init__(self, status: Status, reason: str):
+        self.status, self.reason = status, reason
+
+
+def _error_status(error: BaseException) -> Status:
+    """OUT_OF_MEMORY for CUDA OOM (after freeing the cache, so the next query can run)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return Status.ERROR
+    if isinstance(error, torch.OutOfMemoryError):
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return Status.OUT_OF_MEMORY
+    return Status.ERROR

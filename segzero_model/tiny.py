@@ -1,0 +1,80 @@
+"""The built-in tiny checkpoints (random Qwen2.5-VL + random SAM2 in the real on-disk formats)
+for the offline demo and the tests. Their output is meaningless: the tiny reasoner was only
+taught to repeat one canned answer."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+TINY_WARNING = (
+    "WARNING: using the built-in TINY RANDOM models (--tiny). Their output is MEANINGLESS: "
+    "the reasoner only repeats an answer it was trained to give, whatever the image or query."
+)
+
+
+def default_cache_dir() -> Path:
+    """$SEGZERO_CACHE, else $XDG_CACHE_HOME/segzero, else ~/.cache/segzero."""
+    if os.environ.get("SEGZERO_CACHE"):
+        return Path(os.environ["SEGZERO_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "segzero"
+
+
+def builder_fingerprint() -> str:
+    """A short hash of the tiny builders' source, so a cache built by other code is never used."""
+    digest = hashlib.sha256()
+    for name in ("tiny_qwen.py", "tiny_sam2.py"):
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def write_tiny_models(directory: str | os.PathLike) -> tuple[Path, Path]:
+    """Write both tiny checkpoints under `directory` (reasoner/ and segmenter/)."""
+    from .tiny_qwen import write_tiny_qwen
+    from .tiny_sam2 import write_tiny_sam2
+
+    directory = Path(directory)
+    return (
+        write_tiny_qwen(directory / "reasoner"),
+        write_tiny_sam2(directory / "segmenter"),
+    )
+
+
+def ensure_tiny_models(cache_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """Return (reasoner_dir, segmenter_dir), building them once into the cache.
+
+    Built in a temporary sibling and renamed into place, so an interrupted build is never
+    mistaken for a finished one.
+    """
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = root / f"tiny-{builder_fingerprint()}"
+    if not (target / "reasoner").is_dir() or not (target / "segmenter").is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        logger.warning("building the tiny checkpoints in %s (once, a minute or two)", target)
+        staging = Path(tempfile.mkdtemp(prefix="tiny-", dir=root))
+        try:
+            write_tiny_models(staging)
+            try:
+                staging.rename(target)
+            except OSError:  # another process finished first; use its copy
+                if not (target / "reasoner").is_dir():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target / "reasoner", target / "segmenter"
+
+
+def copy_tiny_models(directory: str | os.PathLike) -> tuple[Path, Path]:
+    """Copy the (cached, built on first use) tiny checkpoints to `directory`."""
+    directory = Path(directory)
+    copies = []
+    for source in ensure_tiny_models():
+        copies.append(Path(shutil.copytree(source, directory / source.name, dirs_exist_ok=True)))
+    return copies[0], copies[1]

@@ -1,0 +1,168 @@
+"""End to end on the tiny checkpoints: the real Qwen2.5-VL and SAM2 code paths, with a tiny
+reasoner that was trained to repeat `CANNED_ANSWER` and a random one that answers garbage."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from segzero_model.pipeline import SegZeroPipeline
+from segzero_model.result import Status
+from segzero_model.tiny_qwen import CANNED_ANSWER
+
+# CANNED_ANSWER's box and points in the 840 frame, and the reasoning it carries.
+CANNED_BOX = (84, 168, 420, 630)
+CANNED_POINTS = ((210, 336), (294, 462))
+CANNED_THINKING = "A tiny random model has no idea; this answer was trained in for tests."
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_reasoner, tiny_segmenter):
+    return SegZeroPipeline(tiny_reasoner, tiny_segmenter)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    from pathlib import Path
+
+    import segzero_model
+    from segzero_model.images import load_image
+
+    return load_image(Path(segzero_model.__file__).parent / "assets" / "kitchen.png")
+
+
+def expected_box(width, height):
+    x1, y1, x2, y2 = CANNED_BOX
+    return (x1 * width / 840, y1 * height / 840, x2 * width / 840, y2 * height / 840)
+
+
+def test_canned_answer_matches_the_constants_used_here():
+    assert str(list(CANNED_BOX)).replace(" ", "") in CANNED_ANSWER.replace(" ", "")
+    assert CANNED_THINKING in CANNED_ANSWER
+
+
+def test_segment_returns_mask_box_points_and_reasoning(pipeline, scene):
+    result = pipeline.segment(scene, "the red cup")
+    assert result.status is Status.OK, result.reason
+    assert result.mask.dtype == np.bool_ and result.mask.shape == (480, 640)
+    assert result.bbox == pytest.approx(expected_box(640, 480))
+    (ax, ay), (bx, by) = result.points
+    assert (ax, ay, bx, by) == pytest.approx(
+        (210 * 640 / 840, 336 * 480 / 840, 294 * 640 / 840, 462 * 480 / 840)
+    )
+    assert result.reasoning == CANNED_THINKING
+    assert result.raw_output.startswith("<think>")
+    assert isinstance(result.score, float)
+    assert result.num_generated_tokens > 10
+    for stage in (
+        "reasoning_prefill",
+        "reasoning_decode",
+        "parse",
+        "sam_embedding",
+        "sam_mask",
+        "total",
+    ):
+        assert result.timings[stage] >= 0.0
+    assert result.timings["total"] >= result.timings["reasoning_decode"]
+    summary = result.to_json_dict()
+    assert summary["mask_area"] == int(result.mask.sum())
+    assert summary["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((1, 1, 3), np.uint8),
+        np.full((60, 80), 128, np.uint8),  # grayscale
+        np.full((60, 80, 4), 200, np.uint8),  # RGBA
+        np.full((60, 80, 3), 40000, np.uint16),  # 16-bit
+    ],
+    ids=["1x1", "gray", "rgba", "16bit"],
+)
+def test_unusual_images_are_converted(pipeline, image):
+    result = pipeline.segment(image, "the red cup")
+    assert result.status is Status.OK, result.reason
+    assert result.mask.shape == image.shape[:2]
+    assert result.image_size == (image.shape[1], image.shape[0])
+
+
+def test_very_large_image(pipeline):
+    image = np.zeros((6000, 8000, 3), np.uint8)
+    result = pipeline.segment(image, "the red cup")
+    assert result.status is Status.OK, result.reason
+    assert result.mask.shape == (6000, 8000)
+    assert result.bbox == pytest.approx(expected_box(8000, 6000))
+
+
+@pytest.mark.parametrize(
+    "query, reason",
+    [("", "empty"), ("  . ", "empty"), ("x" * 10_000, "10000 characters"), (None, "string")],
+)
+def test_bad_queries_are_reported_not_raised(pipeline, scene, query, reason):
+    result = pipeline.segment(scene, query)
+    assert result.status is Status.INVALID_QUERY
+    assert reason in result.reason
+    assert result.mask is None and result.image_size == (640, 480)
+
+
+def test_bad_image_is_reported_not_raised(pipeline):
+    result = pipeline.segment(np.zeros((4, 4, 2), np.uint8), "the red cup")
+    assert result.status is Status.INVALID_IMAGE
+    assert "shape" in result.reason
+
+
+def test_batch_keeps_order_and_isolates_failures(pipeline, scene):
+    images = [scene, np.zeros((0, 3, 3), np.uint8), scene[:100, :200]]
+    results = pipeline.segment_batch(images, ["the red cup", "the cup", "the bottle"])
+    assert [r.status for r in results] == [Status.OK, Status.INVALID_IMAGE, Status.OK]
+    assert results[2].mask.shape == (100, 200)
+    assert results[0].bbox == pytest.approx(expected_box(640, 480))
+    with pytest.raises(ValueError, match="2 images but 1 queries"):
+        pipeline.segment_batch([scene, scene], ["a"])
+    assert pipeline.segment_batch([], []) == []
+
+
+def test_streaming_and_cancel(pipeline, scene):
+    chunks = []
+    result = pipeline.segment(scene, "the red cup", on_text=chunks.append)
+    assert "".join(chunks) == result.raw_output
+
+    cancel = threading.Event()
+    cancel.set()
+    cancelled = pipeline.segment(scene, "the red cup", cancel=cancel)
+    assert cancelled.status is Status.CANCELLED
+    assert cancelled.mask is None
+
+
+def test_same_image_key_reuses_the_embedding(pipeline, scene, tiny_segmenter):
+    pipeline.segment(scene, "the red cup", image_key="frame-7")
+    pipeline.segment(scene, "the blue bottle", image_key="frame-7")
+    assert tiny_segmenter.set_image(scene, key="frame-7") is False
+
+
+def test_unparseable_answer_from_a_random_model(tmp_path_factory, tiny_segmenter, scene):
+    from segzero_model.reasoner import Reasoner
+    from segzero_model.tiny_qwen import write_tiny_qwen
+
+    directory = write_tiny_qwen(tmp_path_factory.mktemp("random-qwen"), canned_answer=None)
+    reasoner = Reasoner.from_pretrained(directory, device="cpu", max_new_tokens=12)
+    result = SegZeroPipeline(reasoner, tiny_segmenter).segment(scene, "the red cup")
+    assert result.status is Status.UNPARSEABLE_ANSWER
+    assert result.reason and result.raw_output
+    assert result.mask is None
+
+
+class _OutOfMemoryReasoner:
+    """Stands in for a reasoner on a full GPU: a real CUDA OOM cannot be produced on the CPU."""
+
+    def generate(self, images, queries, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+def test_out_of_memory_becomes_a_result_and_the_next_query_works(pipeline, tiny_segmenter, scene):
+    failing = SegZeroPipeline(_OutOfMemoryReasoner(), tiny_segmenter)
+    result = failing.segment(scene, "the red cup")
+    assert result.status is Status.OUT_OF_MEMORY
+    assert "out of memory" in result.reason
+    assert pipeline.segment(scene, "the red cup").status is Status.OK
