@@ -15,7 +15,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["segzero_model", "segzero_model.*"]),
+    packages=find_packages(include=["segzero_model", "segzero_model.*", "segzero_ros"]),
     package_data={"segzero_model": ["assets/*"]},
     install_requires=[
         "numpy>=1.24",
@@ -32,5 +32,10 @@ setup(
         "huggingface-hub>=0.26",
     ],
     extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
-    entry_points={"console_scripts": ["segzero = segzero_model.cli:main"]},
+    entry_points={
+        "console_scripts": [
+            "segzero = segzero_model.cli:main",
+            "segzero-perception = segzero_ros.node:main",
+        ]
+    },
 )

@@ -1,0 +1,177 @@
+"""Pure conversions between ROS messages and `segzero_model` types (no node, no rclpy), so
+each one is tested on its own.
+
+Camera images: rgb8, bgr8, rgba8, bgra8, mono8 and mono16 (either endianness, any row padding)
+are converted here; other encodings go to ROS 2's cv_bridge when it is installed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segzero_model.result import SegmentationResult, Status
+
+# encoding → (channels, numpy dtype)
+_ENCODINGS = {
+    "rgb8": (3, np.uint8),
+    "bgr8": (3, np.uint8),
+    "rgba8": (4, np.uint8),
+    "bgra8": (4, np.uint8),
+    "mono8": (1, np.uint8),
+    "8UC1": (1, np.uint8),
+    "mono16": (1, np.uint16),
+    "16UC1": (1, np.uint16),
+}
+SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
+
+# SegmentationResult.msg status constants, by segzero_model status.
+STATUS_CODES = {
+    Status.OK: 0,
+    Status.INVALID_QUERY: 1,
+    Status.INVALID_IMAGE: 2,
+    Status.UNPARSEABLE_ANSWER: 3,
+    Status.CANCELLED: 4,
+    Status.OUT_OF_MEMORY: 5,
+    Status.ERROR: 6,
+}
+# Failures that only the node can produce (no image yet, stale image, dropped from the queue).
+NO_IMAGE, STALE_IMAGE, DROPPED = 7, 8, 9
+STATUS_NAMES = {
+    **{code: status.name for status, code in STATUS_CODES.items()},
+    NO_IMAGE: "NO_IMAGE",
+    STALE_IMAGE: "STALE_IMAGE",
+    DROPPED: "DROPPED",
+}
+
+
+class ImageConversionError(ValueError):
+    """A camera message we cannot turn into an RGB array; the message says why."""
+
+
+def image_msg_to_rgb(msg) -> np.ndarray:
+    """sensor_msgs/Image → HxWx3 uint8 RGB array (a copy; the message is not kept)."""
+    spec = _ENCODINGS.get(msg.encoding)
+    if spec is None:
+        return _via_cv_bridge(msg)
+    channels, dtype = spec
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height == 0 or width == 0:
+        raise ImageConversionError(f"image has zero size ({width}x{height})")
+    row_bytes = width * channels * np.dtype(dtype).itemsize
+    if step < row_bytes:
+        raise ImageConversionError(
+            f"step {step} is shorter than a {msg.encoding} row of width {width} ({row_bytes} bytes)"
+        )
+    data = np.frombuffer(memoryview(msg.data), dtype=np.uint8)
+    if data.size != height * step:
+        raise ImageConversionError(
+            f"data has {data.size} bytes but height x step = {height} x {step} = {height * step}"
+        )
+    rows = data.reshape(height, step)[:, :row_bytes]
+    if np.dtype(dtype).itemsize == 2:
+        big = bool(msg.is_bigendian)
+        pixels = rows.copy().view(np.dtype(">u2" if big else "<u2")).astype(np.uint16)
+        gray = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        return np.repeat(gray.reshape(height, width, 1), 3, axis=2)
+    pixels = rows.reshape(height, width, channels)
+    return _to_rgb(pixels, msg.encoding)
+
+
+def _to_rgb(pixels: np.ndarray, encoding: str) -> np.ndarray:
+    """Channel reordering through OpenCV: ~50x faster than numpy fancy indexing at 1080p."""
+    import cv2
+
+    if encoding == "rgb8":
+        return pixels.copy()
+    code = {
+        "bgr8": cv2.COLOR_BGR2RGB,
+        "rgba8": cv2.COLOR_RGBA2RGB,
+        "bgra8": cv2.COLOR_BGRA2RGB,
+    }.get(encoding, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(np.ascontiguousarray(pixels), code)
+
+
+def _via_cv_bridge(msg) -> np.ndarray:
+    try:
+        from cv_bridge import CvBridge  # ROS 2's cv_bridge; not on PyPI
+    except ImportError:
+        raise ImageConversionError(
+            f"unsupported image encoding {msg.encoding!r}; supported: "
+            f"{', '.join(SUPPORTED_ENCODINGS)} (install ROS 2 cv_bridge for more)"
+        ) from None
+    try:
+        return np.ascontiguousarray(CvBridge().imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+    except Exception as error:  # cv_bridge raises its own error types
+        raise ImageConversionError(f"cv_bridge cannot convert {msg.encoding!r}: {error}") from None
+
+
+def compressed_msg_to_rgb(msg) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg, png, ...) → HxWx3 uint8 RGB array."""
+    import cv2
+
+    from segzero_model.images import to_rgb8
+
+    data = np.frombuffer(memoryview(msg.data), dtype=np.uint8)
+    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if decoded is None:
+        raise ImageConversionError(f"cannot decode compressed image (format {msg.format!r})")
+    if decoded.ndim == 3:
+        code = cv2.COLOR_BGRA2RGBA if decoded.shape[2] == 4 else cv2.COLOR_BGR2RGB
+        decoded = cv2.cvtColor(decoded, code)
+    return to_rgb8(decoded)
+
+
+def rgb_to_image_msg(rgb: np.ndarray, header, encoding: str = "rgb8"):
+    """HxWx3 uint8 array (or HxW for mono8) → sensor_msgs/Image with `header`."""
+    from sensor_msgs.msg import Image
+
+    array = np.ascontiguousarray(rgb, dtype=np.uint8)
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(array.strides[0])
+    msg.data = array.tobytes()
+    return msg
+
+
+def mask_to_image_msg(mask: np.ndarray, header):
+    """bool HxW mask → mono8 sensor_msgs/Image, 255 on the object."""
+    return rgb_to_image_msg(np.where(mask, 255, 0).astype(np.uint8), header, encoding="mono8")
+
+
+def result_to_msg(
+    result: SegmentationResult,
+    header,
+    query_id: str = "",
+    status_code: int | None = None,
+):
+    """`SegmentationResult` → segzero_ros/SegmentationResult. `status_code` overrides the status
+    for failures only the node knows (NO_IMAGE, STALE_IMAGE, DROPPED)."""
+    from geometry_msgs.msg import Point
+
+    from segzero_ros.msg import SegmentationResult as ResultMsg
+    from segzero_ros.msg import StageTiming
+
+    msg = ResultMsg()
+    msg.header = header
+    msg.query_id = query_id
+    msg.query = result.query
+    msg.status = STATUS_CODES[result.status] if status_code is None else status_code
+    msg.status_name = STATUS_NAMES[msg.status]
+    msg.error = result.reason
+    msg.reasoning = result.reasoning or ""
+    msg.raw_output = result.raw_output
+    if result.bbox is not None:
+        msg.has_bbox = True
+        msg.bbox = [float(v) for v in result.bbox]
+    msg.points = [Point(x=float(x), y=float(y), z=0.0) for x, y in result.points or ()]
+    if result.mask is not None:
+        msg.mask = mask_to_image_msg(result.mask, header)
+    msg.score = float(result.score) if result.score is not None else 0.0
+    msg.timings = [
+        StageTiming(stage=name, seconds=float(seconds)) for name, seconds in result.timings.items()
+    ]
+    msg.generated_tokens = int(result.num_generated_tokens)
+    return msg

@@ -1,0 +1,366 @@
+"""The perception node's parameters: ONE table (`PerceptionParams`: name, type, default,
+description) from which the node declares its ROS parameters, `config/perception.yaml` is
+rendered, parameter files are validated and the launch file is checked. No rclpy import here.
+
+Regenerate the YAML after changing the table:
+
+    python -m segzero_ros.params > config/perception.yaml
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import sys
+import textwrap
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NODE_NAME = "segzero_perception"
+
+# Parameters every rclpy node has; allowed in a parameter file although the table lacks them.
+ROS_BUILTIN_PARAMS = ("use_sim_time", "start_type_description_service")
+ROS_BUILTIN_PREFIXES = ("qos_overrides.",)
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+_DTYPES = ("", "auto", "bfloat16", "float16", "float32")
+
+
+class ParamsError(ValueError):
+    """A parameter value or parameter file that the node cannot use; the message says why."""
+
+
+def _param(
+    default: str | int | float | bool,
+    description: str,
+    *,
+    read_only: bool = False,
+    minimum: int | float | None = None,
+    choices: str = "",
+):
+    """One row of the table (a dataclass field carrying its description)."""
+    metadata = {
+        "description": description,
+        "read_only": read_only,
+        "minimum": minimum,
+        "choices": choices,
+    }
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class PerceptionParams:
+    """Every parameter of the perception node, with its default. When each one takes effect:
+    model parameters at every activate; `max_image_age` and `publish_overlay` at once (they may
+    be changed while the node runs); the read-only ones only at start-up."""
+
+    reasoning_model: str = _param(
+        "Ricky06662/Seg-Zero-7B",
+        "Reasoning model (Qwen2.5-VL / Qwen2-VL): a Hugging Face hub id or a local directory. "
+        "Applied at the next activate.",
+    )
+    segmentation_model: str = _param(
+        "facebook/sam2.1-hiera-large",
+        "SAM2 model: a hub id, a released .pt checkpoint or a directory with one config .yaml "
+        "and one .pt. Applied at the next activate.",
+    )
+    device: str = _param(
+        "auto",
+        "Device for both models: auto (CUDA when visible, else CPU), cpu, cuda or cuda:N. "
+        "Applied at the next activate.",
+        choices="auto, cpu, cuda, cuda:N",
+    )
+    dtype: str = _param(
+        "",
+        'Model dtype: "" (auto: bfloat16 on CUDA, float32 on the CPU), bfloat16, float16 or '
+        "float32. Applied at the next activate.",
+        choices='"", auto, bfloat16, float16, float32',
+    )
+    max_new_tokens: int = _param(
+        1024,
+        "Most tokens the reasoning model may generate per query. Applied at the next activate.",
+        minimum=1,
+    )
+    image_topic: str = _param(
+        "/camera/image_raw",
+        "Camera topic (sensor_msgs/Image). With compressed: true the node subscribes to "
+        "<image_topic>/compressed (sensor_msgs/CompressedImage) instead.",
+        read_only=True,
+    )
+    compressed: bool = _param(
+        False,
+        "Subscribe to <image_topic>/compressed (jpeg/png sensor_msgs/CompressedImage).",
+        read_only=True,
+    )
+    max_image_age: float = _param(
+        2.0,
+        "Seconds: a query is answered STALE_IMAGE when the latest camera frame is older than "
+        "this (node clock minus header.stamp); 0 disables the check. Changeable at runtime.",
+        minimum=0.0,
+    )
+    publish_overlay: bool = _param(
+        True,
+        "Publish the overlay image (mask tinted, box and points drawn) for every OK result. "
+        "Changeable at runtime.",
+    )
+    queue_size: int = _param(
+        8,
+        "Queries (topic and action goals together) waiting to be served; one more that does "
+        "not fit is answered DROPPED at once.",
+        read_only=True,
+        minimum=1,
+    )
+    autostart: bool = _param(
+        True,
+        "Configure and activate at start-up (no lifecycle manager needed). false: wait in "
+        "the unconfigured state for a lifecycle manager.",
+        read_only=True,
+    )
+    query_topic: str = _param(
+        "/segzero/query", "Text queries in (std_msgs/String).", read_only=True
+    )
+    result_topic: str = _param(
+        "/segzero/result",
+        "One segzero_ros/SegmentationResult per query, OK or not.",
+        read_only=True,
+    )
+    mask_topic: str = _param(
+        "/segzero/mask", "Mask of each OK result (sensor_msgs/Image, mono8).", read_only=True
+    )
+    reasoning_topic: str = _param(
+        "/segzero/reasoning", "Reasoning text of each result (std_msgs/String).", read_only=True
+    )
+    overlay_topic: str = _param(
+        "/segzero/overlay",
+        "Overlay of each OK result (sensor_msgs/Image, rgb8), see publish_overlay.",
+        read_only=True,
+    )
+    action_name: str = _param(
+        "/segzero/segment", "Action server name (segzero_ros/action/Segment).", read_only=True
+    )
+    diagnostics_period: float = _param(
+        1.0, "Seconds between /diagnostics messages.", read_only=True, minimum=0.001
+    )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, partial: bool = True) -> PerceptionParams:
+        """Parameters from `values` (missing names keep their defaults unless `partial` is
+        False); raises ParamsError naming unknown names and bad values."""
+        unknown = [name for name in values if name not in PARAM_NAMES]
+        if unknown:
+            raise ParamsError(_unknown_message(unknown))
+        if not partial:
+            missing = [name for name in PARAM_NAMES if name not in values]
+            if missing:
+                raise ParamsError(f"missing parameters: {', '.join(missing)}")
+        checked = {name: check_value(name, value) for name, value in values.items()}
+        return dataclasses.replace(cls(), **checked)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Param:
+    """A row of the table as plain data (for declaring, rendering and documenting)."""
+
+    name: str
+    type: type
+    default: str | int | float | bool
+    description: str
+    read_only: bool
+    minimum: int | float | None
+    choices: str
+
+
+PARAMS: tuple[Param, ...] = tuple(
+    Param(
+        name=f.name,
+        type=type(f.default),
+        default=f.default,
+        description=f.metadata["description"],
+        read_only=f.metadata["read_only"],
+        minimum=f.metadata["minimum"],
+        choices=f.metadata["choices"],
+    )
+    for f in dataclasses.fields(PerceptionParams)
+)
+PARAM_NAMES: tuple[str, ...] = tuple(p.name for p in PARAMS)
+_BY_NAME = {p.name: p for p in PARAMS}
+
+
+def _unknown_message(unknown: Iterable[str]) -> str:
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, PARAM_NAMES, n=1)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return (
+        f"unknown parameter{'s' if len(parts) > 1 else ''} {', '.join(parts)}; "
+        f"the {NODE_NAME} node knows: {', '.join(PARAM_NAMES)}"
+    )
+
+
+def _type_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a float", bool: "a boolean"}[kind]
+
+
+def check_value(name: str, value: Any) -> Any:
+    """Return `value` if it is valid for parameter `name`, else raise ParamsError.
+
+    Types are strict, as ROS parameters are: an integer for a float parameter is rejected (ROS
+    would refuse it too), with a hint to write 2.0 rather than 2.
+    """
+    param = _BY_NAME.get(name)
+    if param is None:
+        raise ParamsError(_unknown_message([name]))
+    kind = param.type
+    is_bool = isinstance(value, bool)
+    ok = is_bool if kind is bool else isinstance(value, kind) and not is_bool
+    if not ok:
+        hint = ""
+        if kind is float and isinstance(value, int) and not is_bool:
+            hint = f" (write {float(value)!r}, not {value!r})"
+        raise ParamsError(
+            f"parameter {name!r} must be {_type_name(kind)}, got {value!r} "
+            f"({type(value).__name__}){hint}"
+        )
+    if param.minimum is not None and value < param.minimum:
+        raise ParamsError(f"parameter {name!r} must be at least {param.minimum}, got {value!r}")
+    if name == "device" and not _DEVICE.fullmatch(value):
+        raise ParamsError(f"parameter 'device' must be one of {param.choices}, got {value!r}")
+    if name == "dtype" and value not in _DTYPES:
+        raise ParamsError(f"parameter 'dtype' must be one of {param.choices}, got {value!r}")
+    if name.endswith(("_topic", "_name")) and not value.strip():
+        raise ParamsError(f"parameter {name!r} must not be empty")
+    return value
+
+
+# --------------------------------------------------------------------------- parameter files
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """ROS parameter files nest dotted names as mappings: {"a": {"b": 1}} → {"a.b": 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _section_matches(key: str, fully_qualified_name: str) -> bool:
+    """Whether a parameter-file section key (`/**`, `name`, `/ns/name`, `/*/name`, ...)
+    applies to the node `fully_qualified_name` ("/ns/name")."""
+    pattern = key if key.startswith("/") else f"/{key}"
+    regex = ""
+    for token in pattern.strip("/").split("/"):
+        if token == "**":
+            regex += r"(/[^/]+)*"
+        else:
+            regex += "/" + re.escape(token).replace(r"\*", "[^/]*")
+    return re.fullmatch(regex, fully_qualified_name) is not None
+
+
+def parse_params_yaml(
+    text: str,
+    *,
+    source: str = "<yaml>",
+    node_name: str = NODE_NAME,
+    namespace: str = "/",
+    require_section: bool = True,
+) -> dict[str, Any]:
+    """Parameters for this node from a ROS 2 parameter file's text.
+
+    Sections (`segzero_perception:`, `/**:`, `/ns/segzero_perception:` ...) that name other
+    nodes are ignored, so one file may serve several nodes; but (with `require_section`) the
+    file must hold at least one section for this node, and every name in those sections must be
+    a parameter of the table (or one every rclpy node has, e.g. use_sim_time).
+    Raises ParamsError.
+    """
+    import yaml
+
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{source}: not valid YAML: {error}") from None
+    if not isinstance(document, Mapping) or not document:
+        raise ParamsError(
+            f"{source}: expected a ROS 2 parameter file ({node_name}: ros__parameters: ...)"
+        )
+    fqn = f"{namespace.rstrip('/')}/{node_name}"
+    values: dict[str, Any] = {}
+    matched = False
+    for key, section in document.items():
+        if not isinstance(key, str) or not _section_matches(key, fqn):
+            continue
+        matched = True
+        if not isinstance(section, Mapping) or set(section) != {"ros__parameters"}:
+            raise ParamsError(
+                f"{source}: section {key!r} must hold exactly one key, ros__parameters"
+            )
+        parameters = section["ros__parameters"] or {}
+        if not isinstance(parameters, Mapping):
+            raise ParamsError(f"{source}: {key}.ros__parameters must be a mapping")
+        values.update(_flatten(parameters))
+    if not matched and require_section:
+        raise ParamsError(
+            f"{source}: no section for node {fqn!r}; expected a top-level key "
+            f"{node_name!r} or '/**' (found: {', '.join(map(str, document))})"
+        )
+    ours = {}
+    for name, value in values.items():
+        if name in ROS_BUILTIN_PARAMS or name.startswith(ROS_BUILTIN_PREFIXES):
+            continue
+        if name not in PARAM_NAMES:
+            raise ParamsError(f"{source}: {_unknown_message([name])}")
+        try:
+            ours[name] = check_value(name, value)
+        except ParamsError as error:
+            raise ParamsError(f"{source}: {error}") from None
+    return ours
+
+
+def load_params_file(path: str | Path, **kwargs) -> dict[str, Any]:
+    """`parse_params_yaml` of a file; a missing file is a ParamsError too."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ParamsError(f"cannot read parameter file {path}: {error.strerror}") from None
+    return parse_params_yaml(text, source=str(path), **kwargs)
+
+
+def yaml_value(value: str | int | float | bool) -> str:
+    """A YAML scalar that reads back as the same Python value and type."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_params_yaml(params: PerceptionParams | None = None, node_name: str = NODE_NAME) -> str:
+    """The parameter file for `params` (defaults when None), one comment per parameter."""
+    values = (params or PerceptionParams()).as_dict()
+    lines = [
+        "# Parameters of the Seg-Zero perception node (segzero_ros). Used by",
+        "# launch/perception.launch.py and by `segzero-perception --params-file`.",
+        "# Generated from segzero_ros/params.py: python -m segzero_ros.params > this file",
+        f"{node_name}:",
+        "  ros__parameters:",
+    ]
+    for param in PARAMS:
+        note = " Read-only at runtime." if param.read_only else ""
+        for line in textwrap.wrap(param.description + note, width=100 - len("    # ")):
+            lines.append(f"    # {line}")
+        lines.append(f"    {param.name}: {yaml_value(values[param.name])}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_params_yaml())
