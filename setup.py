@@ -36,6 +36,7 @@ setup(
         "console_scripts": [
             "segzero = segzero_model.cli:main",
             "segzero-perception = segzero_ros.node:main",
+            "segzero-query = segzero_ros.client:main",
         ]
     },
 )

@@ -76,30 +76,40 @@ QWEN25_VL_SIZES = {
 SAM2_LARGE_CONFIG = "configs/sam2.1/sam2.1_hiera_l.yaml"
 
 
-def write_real_size_reasoner(arch: str, tiny_dir: Path, out_dir: Path, dtype) -> Path:
-    """Save a random Qwen2.5-VL of `arch`'s size, reusing the tiny tokenizer and processor
-    (whose special-token ids the config keeps)."""
-    import shutil
-
-    import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText
+def real_size_config(arch: str, tiny_dir: Path):
+    """The tiny checkpoint's config with `arch`'s sizes, keeping the tiny tokenizer's
+    special-token ids (so the tiny processor can feed the real-size model)."""
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(tiny_dir)
     sizes = QWEN25_VL_SIZES[arch]
     text_config = getattr(config, "text_config", config)
     for key, value in sizes["text"].items():
         setattr(text_config, key, value)
-    if text_config is not config and hasattr(config, "vocab_size"):
-        config.vocab_size = sizes["text"]["vocab_size"]
-    head_dim = sizes["text"]["hidden_size"] // sizes["text"]["num_attention_heads"]
+    layers = sizes["text"]["num_hidden_layers"]
+    if getattr(text_config, "layer_types", None) is not None:  # one entry per layer
+        text_config.layer_types = ["full_attention"] * layers
+    if hasattr(text_config, "max_window_layers"):
+        text_config.max_window_layers = layers
     if hasattr(text_config, "head_dim"):
-        text_config.head_dim = head_dim
+        text_config.head_dim = sizes["text"]["hidden_size"] // sizes["text"]["num_attention_heads"]
     for key, value in sizes["vision"].items():
         setattr(config.vision_config, key, value)
-    config.tie_word_embeddings = arch == "3b"
+    config.tie_word_embeddings = arch == "3b"  # as in the released 3B / 7B configs
+    text_config.tie_word_embeddings = config.tie_word_embeddings
+    return config
+
+
+def write_real_size_reasoner(arch: str, tiny_dir: Path, out_dir: Path, dtype) -> Path:
+    """Save a random Qwen2.5-VL of `arch`'s size with the tiny tokenizer and processor."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForImageTextToText
+
     torch.manual_seed(0)
-    model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    model = AutoModelForImageTextToText.from_config(real_size_config(arch, tiny_dir), dtype=dtype)
+    model.save_pretrained(out_dir)
     for path in tiny_dir.iterdir():
         if path.suffix != ".safetensors" and path.name != "config.json" and path.is_file():
             shutil.copy(path, out_dir / path.name)
@@ -122,12 +132,12 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(device, function, *args, **kwargs):
+def timed(sync_device, function, /, *args, **kwargs):
     """Call `function(*args, **kwargs)`; return its value and wall seconds (GPU synchronised)."""
-    synchronize(device)
+    synchronize(sync_device)
     started = time.perf_counter()
     value = function(*args, **kwargs)
-    synchronize(device)
+    synchronize(sync_device)
     return value, time.perf_counter() - started
 
 

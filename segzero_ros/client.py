@@ -1,0 +1,185 @@
+"""`segzero-query`: send one query to the perception node's `Segment` action and print what
+comes back — the reasoning as it streams, then the status, box and points. Ctrl-C cancels the
+goal. Exit status: 0 OK, 1 the node answered with a failure status, 2 no server / timeout /
+bad arguments, 130 interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segzero-query", description=__doc__.split("\n")[0])
+    parser.add_argument("query", help='what to segment, e.g. "the red cup"')
+    parser.add_argument("--image", type=Path, help="segment this image file, not the camera's")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (300)")
+    parser.add_argument("--action", default="/segzero/segment", help="action name")
+    parser.add_argument("--save-mask", type=Path, help="write the mask as a PNG (0/255)")
+    parser.add_argument(
+        "--save-overlay", type=Path, help="write an overlay PNG (needs --image: drawn here)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="do not stream the reasoning")
+    return parser
+
+
+class _FeedbackPrinter:
+    """Prints the part of the streamed reasoning that was not printed yet, and stage changes."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.printed = ""
+        self.stage = ""
+
+    def __call__(self, feedback_msg) -> None:
+        feedback = feedback_msg.feedback
+        if feedback.stage != self.stage:
+            self.stage = feedback.stage
+            where = f" (position {feedback.queue_position})" if feedback.stage == "queued" else ""
+            print(f"[{feedback.stage}{where}]", file=sys.stderr, flush=True)
+        if self.quiet or not feedback.reasoning.startswith(self.printed):
+            return
+        print(feedback.reasoning[len(self.printed) :], end="", flush=True)
+        self.printed = feedback.reasoning
+
+    def finish(self) -> None:
+        if self.printed:
+            print(flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    image = None
+    if args.image is not None:
+        from segzero_model.errors import ImageLoadError
+        from segzero_model.images import load_image
+
+        try:
+            image = load_image(args.image)
+        except ImageLoadError as error:
+            print(f"segzero-query: error: {error}", file=sys.stderr)
+            return EXIT_ERROR
+    if args.save_overlay is not None and image is None:
+        print("segzero-query: error: --save-overlay needs --image", file=sys.stderr)
+        return EXIT_ERROR
+
+    import rclpy
+    from rclpy.action import ActionClient
+
+    from segzero_ros.action import Segment
+
+    rclpy.init(args=[sys.argv[0]])
+    node = rclpy.create_node("segzero_query")
+    client = ActionClient(node, Segment, args.action)
+    goal_handle = None
+    try:
+        if not client.wait_for_server(timeout_sec=min(args.timeout, 30.0)):
+            print(
+                f"segzero-query: error: no action server {args.action} "
+                "(is segzero-perception running and active?)",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
+        goal = Segment.Goal(query=args.query)
+        if image is not None:
+            from segzero_ros.convert import rgb_to_image_msg
+
+            header = _header(node, "segzero_query")
+            goal.image = rgb_to_image_msg(image, header)
+        printer = _FeedbackPrinter(args.quiet)
+        deadline = time.monotonic() + args.timeout
+        goal_handle = _wait(
+            node, client.send_goal_async(goal, feedback_callback=printer), deadline
+        )
+        if goal_handle is None or not goal_handle.accepted:
+            print("segzero-query: error: the goal was rejected or timed out", file=sys.stderr)
+            return EXIT_ERROR
+        response = _wait(node, goal_handle.get_result_async(), deadline)
+        printer.finish()
+        if response is None:
+            print(f"segzero-query: error: no result within {args.timeout:g} s", file=sys.stderr)
+            _cancel(node, goal_handle)
+            return EXIT_ERROR
+        return _report(response.result.result, args, image, printed_reasoning=bool(printer.printed))
+    except KeyboardInterrupt:
+        print("\nsegzero-query: cancelling the goal", file=sys.stderr)
+        if goal_handle is not None:
+            _cancel(node, goal_handle)
+        return EXIT_INTERRUPTED
+    finally:
+        client.destroy()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def _header(node, frame_id: str):
+    from std_msgs.msg import Header
+
+    return Header(stamp=node.get_clock().now().to_msg(), frame_id=frame_id)
+
+
+def _wait(node, future, deadline: float):
+    """Spin `node` until `future` is done; its result, or None at the deadline."""
+    import rclpy
+
+    rclpy.spin_until_future_complete(node, future, timeout_sec=max(deadline - time.monotonic(), 0))
+    return future.result() if future.done() else None
+
+
+def _cancel(node, goal_handle) -> None:
+    _wait(node, goal_handle.cancel_goal_async(), time.monotonic() + 5.0)
+
+
+def _report(result, args, image, printed_reasoning: bool) -> int:
+    print(f"status:    {result.status_name}" + (f" ({result.error})" if result.error else ""))
+    if not printed_reasoning or args.quiet:
+        print(f"reasoning: {result.reasoning or '-'}")
+    if result.has_bbox:
+        print("bbox:      [" + ", ".join(f"{v:.1f}" for v in result.bbox) + "]")
+    if result.points:
+        print("points:    " + ", ".join(f"({p.x:.1f}, {p.y:.1f})" for p in result.points))
+    timings = ", ".join(f"{t.stage} {t.seconds * 1000:.0f} ms" for t in result.timings)
+    print(f"timings:   {timings or '-'}")
+    mask = _mask(result)
+    if mask is not None:
+        print(f"mask:      {int(mask.sum())} pixels, score {result.score:.3f}")
+        _save_outputs(args, image, result, mask)
+    return EXIT_OK if result.status_name == "OK" else EXIT_FAILED
+
+
+def _mask(result):
+    if result.mask.height == 0:
+        return None
+    from segzero_ros.convert import image_msg_to_rgb
+
+    return image_msg_to_rgb(result.mask)[:, :, 0] > 127
+
+
+def _save_outputs(args, image, result, mask) -> None:
+    from segzero_model.images import save_image
+
+    if args.save_mask is not None:
+        save_image(args.save_mask, mask.astype("uint8") * 255)
+        print(f"wrote {args.save_mask}")
+    if args.save_overlay is not None and image is not None:
+        from segzero_model.overlay import draw_overlay
+        from segzero_model.result import SegmentationResult, Status
+
+        drawn = SegmentationResult(
+            status=Status.OK,
+            query=result.query,
+            image_size=(image.shape[1], image.shape[0]),
+            mask=mask,
+            bbox=tuple(result.bbox) if result.has_bbox else None,
+            points=tuple((p.x, p.y) for p in result.points) or None,
+        )
+        save_image(args.save_overlay, draw_overlay(image, drawn))
+        print(f"wrote {args.save_overlay}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""`segzero-query` against a real `segzero-perception --tiny` process over real DDS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("rclpy")
+pytest.importorskip("segzero_ros.action", reason="build the interfaces: scripts/ros_setup.sh")
+
+from segzero_model.images import load_image  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENE = ROOT / "segzero_model" / "assets" / "kitchen.png"
+
+
+def _env(tiny_cache) -> dict[str, str]:
+    # A domain of its own (test_node.py uses 1..100 keyed the same way, at other times).
+    return dict(
+        os.environ,
+        ROS_DOMAIN_ID=str(1 + (os.getpid() + 17) % 100),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        SEGZERO_CACHE=str(tiny_cache),
+    )
+
+
+@pytest.fixture(scope="module")
+def perception_node(tiny_cache):
+    """A tiny perception node in its own process, answering on the default action name."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "segzero_ros.node",
+            "--tiny",
+            "--ros-args",
+            "-p",
+            "device:=cpu",
+            "-p",
+            "max_new_tokens:=128",
+        ],
+        cwd=ROOT,
+        env=_env(tiny_cache),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
+    deadline = time.monotonic() + 120
+    while not any("active:" in line for line in lines):
+        assert process.poll() is None, "".join(lines)
+        assert time.monotonic() < deadline, "node did not become active:\n" + "".join(lines)
+        time.sleep(0.1)
+    yield process
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def run_client(tiny_cache, *args, timeout=180):
+    return subprocess.run(
+        [sys.executable, "-m", "segzero_ros.client", *args],
+        cwd=ROOT,
+        env=_env(tiny_cache),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_query_with_an_image_prints_the_answer_and_saves_mask_and_overlay(
+    perception_node, tiny_cache, tmp_path
+):
+    completed = run_client(
+        tiny_cache,
+        "the red cup",
+        "--image",
+        str(SCENE),
+        "--timeout",
+        "120",
+        "--save-mask",
+        str(tmp_path / "mask.png"),
+        "--save-overlay",
+        str(tmp_path / "over.png"),
+    )
+    assert completed.returncode in (0, 1), completed.stderr
+    assert "status:" in completed.stdout and "timings:" in completed.stdout
+    if completed.returncode == 0:  # the tiny model answered in format: everything was printed
+        assert "bbox:" in completed.stdout and "points:" in completed.stdout
+        assert load_image(tmp_path / "mask.png").shape == (480, 640, 3)
+        assert load_image(tmp_path / "over.png").shape == (480, 640, 3)
+        assert "[reasoning]" in completed.stderr  # feedback streamed
+
+
+def test_query_without_a_camera_frame_reports_no_image(perception_node, tiny_cache):
+    completed = run_client(tiny_cache, "the red cup", "--timeout", "60")
+    assert completed.returncode == 1, completed.stderr
+    assert "NO_IMAGE" in completed.stdout
+
+
+def test_missing_server_is_a_short_error(tiny_cache):
+    completed = run_client(tiny_cache, "cup", "--action", "/nobody/here", "--timeout", "2")
+    assert completed.returncode == 2
+    assert "no action server /nobody/here" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_bad_image_file_is_a_short_error(tiny_cache, tmp_path):
+    completed = run_client(tiny_cache, "cup", "--image", str(tmp_path / "missing.png"))
+    assert completed.returncode == 2
+    assert "not found" in completed.stderr and "Traceback" not in completed.stderr
