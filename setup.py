@@ -31,7 +31,10 @@ setup(
         "sam2>=1.1.0",
         "huggingface-hub>=0.26",
     ],
-    extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
+    extras_require={
+        "test": ["pytest>=8", "ruff>=0.6", "datasets>=3.0"],
+        "training": ["datasets>=3.0", "pycocotools>=2.0.8", "tqdm>=4.66"],
+    },
     entry_points={
         "console_scripts": [
             "segzero = segzero_model.cli:main",

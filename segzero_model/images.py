@@ -33,7 +33,10 @@ def to_rgb8(image) -> np.ndarray:
         image = np.repeat(image[:, :, None], 3, axis=2)
     elif image.shape[2] == 4:
         image = image[:, :, :3]
-    return np.ascontiguousarray(image)
+    image = np.ascontiguousarray(image)
+    # Arrays viewing PIL or message buffers are read-only; torch warns on those and may not
+    # share them, so hand out a writable copy.
+    return image if image.flags.writeable else image.copy()
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:

@@ -1,0 +1,240 @@
+"""training/evaluate.py on a synthetic evaluation set (64x48 images) with the tiny checkpoints.
+
+The tiny models' masks are meaningless, so the expected numbers are not known in advance; the
+tests check instead that what evaluate.py stores and reports equals what the pipeline's own
+masks give when scored directly with `segzero_model.metrics`.
+"""
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from segzero_model.metrics import IoUAccumulator, intersection_and_union
+from segzero_model.pipeline import SegZeroPipeline
+from segzero_model.result import SegmentationResult, Status
+from training.evaluate import (
+    EvaluationError,
+    evaluate,
+    ground_truth_mask,
+    load_eval_dataset,
+    main,
+    score,
+)
+
+WIDTH, HEIGHT = 64, 48
+BATCH = 2
+TEXTS = ["the left box", "the round thing", "the big one", "", "the corner"]  # 3: fails
+METRIC_KEYS = ("count", "giou", "ciou", "intersection", "union", "failed", "failures")
+
+
+def gt_masks():
+    masks = [np.zeros((HEIGHT, WIDTH), np.uint8) for _ in TEXTS]
+    cv2.rectangle(masks[0], (4, 6), (30, 40), 1, thickness=-1)
+    cv2.circle(masks[1], (32, 24), 14, 1, thickness=-1)
+    cv2.rectangle(masks[2], (0, 0), (63, 47), 1, thickness=-1)
+    cv2.rectangle(masks[3], (10, 10), (20, 25), 1, thickness=-1)  # 11 * 16 = 176 pixels
+    cv2.circle(masks[4], (60, 44), 6, 1, thickness=-1)
+    return [m.astype(bool) for m in masks]
+
+
+def images():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in TEXTS]
+
+
+def make_dataset(directory, image_ids=None):
+    from datasets import Dataset, DatasetDict
+
+    data = {
+        "image": [Image.fromarray(image) for image in images()],
+        "text": TEXTS,
+        "mask": [mask.tolist() for mask in gt_masks()],
+        "image_id": image_ids or [f"img{i}" for i in range(len(TEXTS))],
+        "ann_id": list(range(100, 100 + len(TEXTS))),
+        "img_height": [HEIGHT] * len(TEXTS),
+        "img_width": [WIDTH] * len(TEXTS),
+    }
+    DatasetDict({"test": Dataset.from_dict(data)}).save_to_disk(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """On a shared, loaded CPU two OpenMP threads spin against each other: a tiny batch took
+    2-23 s with 2 threads and 0.7 s with 1 here. The results do not depend on it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("eval") / "reasonseg")
+
+
+def run(dataset_dir, output_dir, *extra):
+    argv = [
+        "--tiny", "--device", "cpu", "--max-new-tokens", "128", "--batch-size", str(BATCH),
+        "--dataset", str(dataset_dir), "--output-dir", str(output_dir), *extra,
+    ]  # fmt: skip
+    return main(argv)
+
+
+def read_lines(output_dir):
+    return [json.loads(line) for line in (output_dir / "results.jsonl").read_text().splitlines()]
+
+
+def read_summary(output_dir):
+    return json.loads((output_dir / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(dataset_dir, tmp_path_factory, tiny_cache):
+    output_dir = tmp_path_factory.mktemp("full") / "out"
+    assert run(dataset_dir, output_dir) == 0
+    return output_dir
+
+
+def test_stored_counts_and_summary_equal_the_pipelines_own_masks_scored_directly(
+    dataset_dir, uninterrupted, tiny_reasoner, tiny_segmenter
+):
+    pipeline = SegZeroPipeline(tiny_reasoner, tiny_segmenter)
+    pictures, masks = images(), gt_masks()
+    accumulator = IoUAccumulator()
+    expected = []
+    for start in range(0, len(TEXTS), BATCH):  # the same batches as --batch-size 2
+        stop = start + BATCH
+        results = pipeline.segment_batch(pictures[start:stop], TEXTS[start:stop])
+        for result, gt in zip(results, masks[start:stop], strict=True):
+            pred = result.mask if result.ok else None
+            expected.append((result, *intersection_and_union(pred, gt)))
+            accumulator.add(pred, gt)
+
+    records = read_lines(uninterrupted)
+    assert [r["index"] for r in records] == list(range(len(TEXTS)))
+    for record, (result, intersection, union) in zip(records, expected, strict=True):
+        assert (record["intersection"], record["union"]) == (intersection, union)
+        assert record["status"] == result.status.value
+        assert record["bbox"] == result.to_json_dict()["bbox"]
+        assert record["points"] == result.to_json_dict()["points"]
+        assert record["reasoning"] == result.reasoning
+    assert sum(r["status"] == "ok" for r in records) == 4  # the tiny reasoner's canned answer
+
+    summary = read_summary(uninterrupted)
+    assert (summary["giou"], summary["ciou"]) == (accumulator.giou, accumulator.ciou)
+    assert summary["count"] == accumulator.count == len(TEXTS)
+    assert (summary["intersection"], summary["union"]) == (
+        accumulator.summary()["intersection"],
+        accumulator.summary()["union"],
+    )
+
+
+def test_summary_records_what_it_takes_to_reproduce_the_number(dataset_dir, uninterrupted):
+    summary = read_summary(uninterrupted)
+    assert summary["dataset"]["name"] == str(dataset_dir.resolve())
+    assert summary["dataset"]["split"] == "test"
+    assert summary["dataset"]["rows"] == len(TEXTS) and summary["dataset"]["complete"]
+    assert summary["dataset"]["fingerprint"]
+    assert summary["reasoning_model"]["path"].endswith("reasoner")
+    assert summary["segmentation_model"]["path"].endswith("segmenter")
+    assert summary["settings"]["batch_size"] == BATCH
+    assert summary["settings"]["max_new_tokens"] == 128
+    assert summary["settings"]["device"] == "cpu"
+    assert summary["settings"]["dtype"] == "float32"
+    assert summary["versions"]["torch"] and summary["versions"]["datasets"]
+    assert summary["date"].startswith("20")
+    run_file = json.loads((uninterrupted / "run.json").read_text())
+    assert run_file["max_new_tokens"] == 128 and run_file["split"] == "test"
+
+
+def test_a_failed_prediction_scores_zero_with_the_ground_truth_area_as_union(uninterrupted):
+    failed = read_lines(uninterrupted)[3]
+    assert failed["status"] == "invalid_query" and failed["failed"] is True
+    assert (failed["iou"], failed["intersection"], failed["union"]) == (0.0, 0, 176)
+    summary = read_summary(uninterrupted)
+    assert summary["failed"] == 1 and summary["failures"] == {"invalid_query": 1}
+
+
+def test_resume_evaluates_no_sample_twice_and_matches_an_uninterrupted_run(
+    dataset_dir, uninterrupted, tmp_path
+):
+    output_dir = tmp_path / "out"
+    assert run(dataset_dir, output_dir, "--limit", "2") == 0
+    assert [r["index"] for r in read_lines(output_dir)] == [0, 1]
+    partial = read_summary(output_dir)
+    assert partial["count"] == 2 and not partial["dataset"]["complete"]
+
+    with (output_dir / "results.jsonl").open("a") as file:
+        file.write('{"index": 2, "image_id": "img2", "ann')  # a line torn by a crash
+    assert run(dataset_dir, output_dir) == 0
+
+    records = read_lines(output_dir)
+    assert [r["index"] for r in records] == list(range(len(TEXTS)))  # each row exactly once
+    full = read_lines(uninterrupted)
+    for resumed, reference in zip(records, full, strict=True):
+        for key in ("index", "image_id", "ann_id", "iou", "intersection", "union", "status"):
+            assert resumed[key] == reference[key]
+    resumed_summary, reference_summary = read_summary(output_dir), read_summary(uninterrupted)
+    for key in METRIC_KEYS:
+        assert resumed_summary[key] == reference_summary[key]
+
+    # Nothing left to do: a third run evaluates nothing and reports the same numbers.
+    assert run(dataset_dir, output_dir) == 0
+    assert len(read_lines(output_dir)) == len(TEXTS)
+    assert read_summary(output_dir)["giou"] == reference_summary["giou"]
+
+
+def test_refuses_to_mix_runs(dataset_dir, uninterrupted, tmp_path, capsys, tiny_reasoner,
+                             tiny_segmenter):
+    copy = tmp_path / "copy"
+    shutil.copytree(uninterrupted, copy)
+    assert run(dataset_dir, copy, "--max-new-tokens", "64") == 2
+    assert "holds results of another run (max_new_tokens: 128 -> 64)" in capsys.readouterr().err
+
+    # The same output directory scored against another dataset with other ids.
+    other = make_dataset(tmp_path / "other", image_ids=[f"x{i}" for i in range(len(TEXTS))])
+    pipeline = SegZeroPipeline(tiny_reasoner, tiny_segmenter)
+    with pytest.raises(EvaluationError, match="another dataset or split"):
+        evaluate(pipeline, load_eval_dataset(other), copy)
+
+    (copy / "run.json").unlink()
+    assert run(dataset_dir, copy) == 2
+    assert "exists without run.json" in capsys.readouterr().err
+
+
+def test_load_eval_dataset_validates_columns_and_split(dataset_dir, tmp_path, capsys):
+    from datasets import Dataset
+
+    assert len(load_eval_dataset(dataset_dir)) == len(TEXTS)
+    with pytest.raises(ValueError, match=r"no split 'val'; splits: \['test'\]"):
+        load_eval_dataset(dataset_dir, "val")
+    Dataset.from_dict({"image": [None], "text": ["x"]}).save_to_disk(str(tmp_path / "bad"))
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['mask', 'image_id'"):
+        load_eval_dataset(tmp_path / "bad")
+    assert main(["--dataset", str(tmp_path / "bad"), "--output-dir", str(tmp_path / "o")]) == 2
+    assert "missing column(s)" in capsys.readouterr().err
+    assert main(["--dataset", str(dataset_dir), "--output-dir", "o", "--batch-size", "0"]) == 2
+
+
+def test_ground_truth_masks_and_scoring_rules():
+    mask = np.zeros((4, 6), np.uint8)
+    mask[1:3, 2:5] = 255
+    for value in (mask, mask.tolist(), Image.fromarray(mask), np.dstack([mask] * 3)):
+        assert ground_truth_mask(value).tolist() == (mask > 0).tolist()
+    with pytest.raises(ValueError, match="2-D"):
+        ground_truth_mask([1, 2, 3])
+
+    gt = mask > 0
+    failure = SegmentationResult(Status.UNPARSEABLE_ANSWER, "q", (6, 4), reason="garbage")
+    assert score(failure, gt) == (0, 6, True)
+    assert IoUAccumulator().add_counts(0, 0, failed=True) == 0.0  # even on an empty gt
+    # A prediction at another size than the ground truth is resized (nearest) to it.
+    half = SegmentationResult(Status.OK, "q", (3, 2), mask=np.array([[0, 1, 1], [0, 1, 1]], bool))
+    assert score(half, gt) == (6, 16, False)  # columns 2..5 of all 4 rows

@@ -1,0 +1,1 @@
+"""Seg-Zero training glue: data preparation, evaluation and (GRPO/SFT) training scripts."""

@@ -1,0 +1,541 @@
+"""gIoU and cIoU of a reasoning model + SAM2 on a ReasonSeg / RefCOCO evaluation set.
+
+    python training/evaluate.py --reasoning-model Ricky06662/Seg-Zero-7B \\
+        --segmentation-model facebook/sam2.1-hiera-large \\
+        --dataset data/ReasonSeg_test --split test --output-dir runs/reasonseg-test
+
+The dataset has the released evaluation columns ``image`` (PIL), ``text``, ``mask``,
+``image_id``, ``ann_id``, ``img_height``, ``img_width``: a directory written by
+``save_to_disk`` (a DatasetDict gives ``--split``, a Dataset is used whole) or, when no such
+directory exists, a hub id handed to ``datasets.load_dataset``.
+
+Scoring uses `segzero_model.metrics`: gIoU is the mean per-sample IoU, cIoU the total
+intersection over the total union. A failed prediction (any status but ok: unparseable answer,
+invalid query, out of memory, ...) scores IoU 0 with the ground-truth area as its union. In the
+``mask`` column (PIL image, array or nested lists) nonzero is foreground; masks are compared at
+the ground-truth mask's size, and a prediction of another size (image and mask disagree) is
+resized to it, nearest neighbour.
+
+Written to ``--output-dir``:
+
+- ``results.jsonl``: one line per sample, appended and flushed after every batch: ``index``
+  (row of the split), ``image_id``, ``ann_id``, ``iou``, ``intersection``, ``union``,
+  ``failed`` and the pipeline's result (`SegmentationResult.to_json_dict`: status, reason,
+  bbox and points in original pixels, score, reasoning, raw output, timings).
+- ``run.json``: what produced results.jsonl (models, dataset, split, max_new_tokens, dtype);
+  a restart with other values is refused, so one file never mixes two runs.
+- ``summary.json``: gIoU, cIoU, count, total intersection and union, failures by status, the
+  checkpoints (name, local path, cached hub revision), the dataset (path, split, fingerprint,
+  rows), the settings (batch size, max_new_tokens, dtype, device, limit), package versions,
+  git commit and date: what it takes to reproduce the number.
+
+Resuming: rerun the same command. Rows already in results.jsonl are not evaluated again; their
+stored counts are re-accumulated (``add_counts(..., failed=...)``), and a last line torn by a
+crash is dropped and redone. The summary is always computed from results.jsonl in row order, so
+an interrupted and resumed run reports exactly the numbers of an uninterrupted one.
+``--limit N`` scores the first N rows (a later run without it goes on from there).
+
+Exit codes: 0 done; 2 bad arguments, dataset, output directory or model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from segzero_model.errors import ModelNotFoundError  # noqa: E402
+from segzero_model.metrics import IoUAccumulator, intersection_and_union  # noqa: E402
+from segzero_model.pipeline import (  # noqa: E402
+    DEFAULT_REASONING_MODEL,
+    DEFAULT_SEGMENTATION_MODEL,
+)
+
+logger = logging.getLogger(__name__)
+
+EVAL_COLUMNS = ("image", "text", "mask", "image_id", "ann_id", "img_height", "img_width")
+RESULTS_FILE = "results.jsonl"
+RUN_FILE = "run.json"
+SUMMARY_FILE = "summary.json"
+VERSIONED_PACKAGES = (
+    "segzero_ros",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "accelerate",
+    "sam2",
+    "datasets",
+    "numpy",
+    "pillow",
+    "opencv-python-headless",
+)
+EXIT_USAGE = 2
+
+
+class EvaluationError(ValueError):
+    """The output directory cannot be resumed: it holds another run's or a corrupt file."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_eval_dataset(name: str | os.PathLike, split: str = "test"):
+    """An evaluation set: a `save_to_disk` directory, else a hub id for `load_dataset`.
+
+    Raises:
+        FileNotFoundError / OSError: not found (or unreachable).
+        ValueError: no such split, or a column of `EVAL_COLUMNS` is missing.
+    """
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        try:
+            dataset = load_from_disk(str(path))
+        except FileNotFoundError as error:
+            raise ValueError(f"{path} is not a dataset saved with save_to_disk: {error}") from error
+        if isinstance(dataset, DatasetDict):
+            if split not in dataset:
+                raise ValueError(f"{path} has no split {split!r}; splits: {sorted(dataset)}")
+            dataset = dataset[split]
+    elif path.exists():
+        raise ValueError(f"{path} is a file; expected a dataset directory or a hub id")
+    else:
+        dataset = load_dataset(str(name), split=split)
+    missing = [column for column in EVAL_COLUMNS if column not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"{name} is not an evaluation set: missing column(s) {missing}; it has "
+            f"{dataset.column_names}, expected {list(EVAL_COLUMNS)}"
+        )
+    return dataset
+
+
+def ground_truth_mask(value) -> np.ndarray:
+    """A `mask` cell (PIL image, array or nested lists) as an HxW bool array, nonzero = object.
+
+    Raises:
+        ValueError: the value is not a 2-D mask (a 3-D one with channels is reduced by "any").
+    """
+    array = np.asarray(value)
+    if array.ndim == 3:
+        array = array.any(axis=2)
+    if array.ndim != 2 or array.size == 0 or array.dtype.kind not in "biuf":
+        raise ValueError(f"mask must be a non-empty 2-D array, got {array.dtype} {array.shape}")
+    return array != 0
+
+
+def _resize_nearest(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    resized = cv2.resize(
+        mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST
+    )
+    return resized.astype(bool)
+
+
+def score(result, gt: np.ndarray) -> tuple[int, int, bool]:
+    """(intersection, union, failed) of one `SegmentationResult` against its ground truth."""
+    failed = not result.ok or result.mask is None
+    pred = None if failed else result.mask
+    if pred is not None and pred.shape != gt.shape:
+        pred = _resize_nearest(pred, gt.shape)
+    intersection, union = intersection_and_union(pred, gt)
+    return intersection, union, failed
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _normalised(value):
+    """`value` as it reads back from JSON, so ids compare equal to stored ones."""
+    return json.loads(json.dumps(value, default=_jsonable))
+
+
+# --------------------------------------------------------------------------- results file
+
+
+def read_results(path: str | os.PathLike) -> dict[int, dict]:
+    """The records of a results.jsonl by row index ({} when there is none).
+
+    A last line without its newline (torn by a crash) is cut off the file, so it is redone.
+
+    Raises:
+        EvaluationError: a line is not a record, or a row index appears twice.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        logger.warning("dropping the torn last line of %s (%d bytes)", path, len(data) - end)
+        with path.open("r+b") as file:
+            file.truncate(end)
+    records: dict[int, dict] = {}
+    for number, line in enumerate(data[:end].splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as error:
+            raise EvaluationError(f"{path}:{number} is not JSON ({error})") from error
+        index = record.get("index") if isinstance(record, dict) else None
+        missing = [k for k in ("intersection", "union", "failed") if k not in (record or {})]
+        if not isinstance(index, int) or missing:
+            raise EvaluationError(f"{path}:{number} is not a result record: {line[:120]!r}")
+        if index in records:
+            raise EvaluationError(
+                f"{path}:{number} repeats row {index}; were two runs writing the same directory?"
+            )
+        records[index] = record
+    return records
+
+
+def summarize(records: dict[int, dict], count: int) -> dict:
+    """Metrics over rows 0..count-1 of `records`, accumulated in row order (reproducible sums)."""
+    accumulator = IoUAccumulator()
+    failures: Counter[str] = Counter()
+    for index in range(count):
+        record = records[index]
+        accumulator.add_counts(record["intersection"], record["union"], failed=record["failed"])
+        if record["failed"]:
+            failures[record.get("status", "unknown")] += 1
+    return {
+        **accumulator.summary(),
+        "failed": sum(failures.values()),
+        "failures": dict(sorted(failures.items())),
+    }
+
+
+def _check_resumable(records: dict[int, dict], dataset, path: Path) -> None:
+    if not records:
+        return
+    beyond = [index for index in records if index >= len(dataset)]
+    if beyond:
+        raise EvaluationError(
+            f"{path} has rows up to {max(beyond)} but the dataset has {len(dataset)} rows: it "
+            "belongs to another dataset; use another --output-dir"
+        )
+    ids = dataset.select_columns(["image_id", "ann_id"])
+    for index, record in sorted(records.items()):
+        row = ids[index]
+        expected = (_normalised(row["image_id"]), _normalised(row["ann_id"]))
+        if (record.get("image_id"), record.get("ann_id")) != expected:
+            raise EvaluationError(
+                f"{path}: row {index} was image_id/ann_id {record.get('image_id')!r}/"
+                f"{record.get('ann_id')!r}, the dataset has {expected[0]!r}/{expected[1]!r}: "
+                "another dataset or split; use another --output-dir"
+            )
+
+
+def _batches(indices: Sequence[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(indices), size):
+        yield list(indices[start : start + size])
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate(
+    pipeline,
+    dataset,
+    output_dir: str | os.PathLike,
+    *,
+    batch_size: int = 4,
+    limit: int | None = None,
+) -> dict:
+    """Evaluate rows 0..limit-1 of `dataset` with `pipeline` (a `SegZeroPipeline`), resuming
+    from `output_dir`/results.jsonl; returns `summarize`'s metrics.
+
+    Raises:
+        ValueError: batch_size or limit below 1.
+        EvaluationError: results.jsonl belongs to another dataset or is corrupt.
+    """
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results_path = output_dir / RESULTS_FILE
+    records = read_results(results_path)
+    _check_resumable(records, dataset, results_path)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    todo = [index for index in range(count) if index not in records]
+    if count > len(todo):
+        logger.info("resuming: %d of %d rows already in %s", count - len(todo), count, results_path)
+
+    running = IoUAccumulator()  # for the progress bar only; the summary re-adds in row order
+    for index in range(count):
+        if index in records:
+            record = records[index]
+            running.add_counts(record["intersection"], record["union"], failed=record["failed"])
+
+    bar = tqdm(total=len(todo), unit="sample", desc="evaluating")
+    with bar, logging_redirect_tqdm(), results_path.open("a", encoding="utf-8") as results:
+        for batch in _batches(todo, batch_size):
+            rows = [dataset[index] for index in batch]
+            outputs = pipeline.segment_batch([r["image"] for r in rows], [r["text"] for r in rows])
+            lines = []
+            for index, row, result in zip(batch, rows, outputs, strict=True):
+                intersection, union, failed = score(result, ground_truth_mask(row["mask"]))
+                iou = running.add_counts(intersection, union, failed=failed)
+                record = {
+                    "index": index,
+                    "image_id": row["image_id"],
+                    "ann_id": row["ann_id"],
+                    "iou": iou,
+                    "intersection": intersection,
+                    "union": union,
+                    "failed": failed,
+                    **result.to_json_dict(),
+                }
+                line = json.dumps(record, default=_jsonable)
+                records[index] = json.loads(line)  # as a resumed run reads it back
+                lines.append(line + "\n")
+            results.write("".join(lines))
+            results.flush()
+            bar.update(len(batch))
+            bar.set_postfix(giou=f"{running.giou:.4f}", ciou=f"{running.ciou:.4f}")
+    return summarize(records, count)
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def checkpoint_info(name: str) -> dict:
+    """How to find a checkpoint again: its local path, or the hub revision in the local cache."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return {"name": name, "path": str(path.resolve()), "revision": None}
+    revision = None
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        ref = Path(HF_HUB_CACHE) / f"models--{name.replace('/', '--')}" / "refs" / "main"
+        revision = ref.read_text(encoding="utf-8").strip() if ref.is_file() else None
+    except (ImportError, OSError):
+        pass
+    return {"name": name, "path": None, "revision": revision}
+
+
+def package_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def git_commit() -> str | None:
+    """The commit of this checkout (read only), or None outside git."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    staged = path.with_name(path.name + ".tmp")
+    staged.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+    os.replace(staged, path)
+
+
+def _check_run(output_dir: Path, run: dict) -> None:
+    """Refuse to append to results of a run with other models, data or generation settings."""
+    run_path, results_path = output_dir / RUN_FILE, output_dir / RESULTS_FILE
+    if run_path.is_file():
+        stored = json.loads(run_path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in run.keys() | stored.keys() if run.get(k) != stored.get(k))
+        if changed:
+            details = ", ".join(f"{k}: {stored.get(k)!r} -> {run.get(k)!r}" for k in changed)
+            raise EvaluationError(
+                f"{output_dir} holds results of another run ({details}); use another "
+                "--output-dir, or delete it to start over"
+            )
+    elif results_path.is_file() and results_path.stat().st_size:
+        raise EvaluationError(
+            f"{results_path} exists without {RUN_FILE}, so it cannot be resumed safely; use "
+            "another --output-dir, or delete it to start over"
+        )
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description="gIoU / cIoU of a reasoning model + SAM2 on a ReasonSeg / RefCOCO set.",
+    )
+    parser.add_argument(
+        "--reasoning-model",
+        default=DEFAULT_REASONING_MODEL,
+        help=f"hub id or local directory (default {DEFAULT_REASONING_MODEL})",
+    )
+    parser.add_argument(
+        "--segmentation-model",
+        default=DEFAULT_SEGMENTATION_MODEL,
+        help=f"SAM2 hub id, directory or .pt file (default {DEFAULT_SEGMENTATION_MODEL})",
+    )
+    parser.add_argument("--dataset", required=True, help="save_to_disk directory or hub id")
+    parser.add_argument("--split", default="test", help="split of a DatasetDict (test)")
+    parser.add_argument("--output-dir", type=Path, required=True, help="results and summary")
+    parser.add_argument("--batch-size", type=int, default=4, help="queries per generation (4)")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N rows")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", default=None, help="bfloat16, float16 or float32")
+    parser.add_argument("--max-new-tokens", type=int, default=1024)
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="use the built-in tiny random models (a smoke test; the numbers are meaningless)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    logger.setLevel(logging.INFO)  # our resume note, without the libraries' INFO chatter
+    for name in ("batch_size", "limit", "max_new_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return EXIT_USAGE
+
+    reasoning_model, segmentation_model = args.reasoning_model, args.segmentation_model
+    if args.tiny:
+        from segzero_model.tiny import TINY_WARNING, ensure_tiny_models
+
+        print(TINY_WARNING, file=sys.stderr)
+        reasoning_model, segmentation_model = (str(path) for path in ensure_tiny_models())
+
+    try:
+        dataset = load_eval_dataset(args.dataset, args.split)
+    except (OSError, ValueError) as error:
+        print(f"error: cannot load dataset {args.dataset!r}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    dataset_path = Path(args.dataset).expanduser()
+    dataset_name = str(dataset_path.resolve()) if dataset_path.exists() else args.dataset
+    run = {
+        "reasoning_model": reasoning_model,
+        "segmentation_model": segmentation_model,
+        "dataset": dataset_name,
+        "split": args.split,
+        "max_new_tokens": args.max_new_tokens,
+        "dtype": args.dtype or "auto",
+    }
+    output_dir = args.output_dir
+    try:
+        _check_run(output_dir, run)
+    except EvaluationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    from segzero_model.pipeline import SegZeroPipeline
+
+    print(f"loading {reasoning_model} and {segmentation_model} ...", file=sys.stderr)
+    try:
+        pipeline = SegZeroPipeline.from_pretrained(
+            reasoning_model,
+            segmentation_model,
+            device=args.device,
+            dtype=args.dtype,
+            max_new_tokens=args.max_new_tokens,
+        )
+    except (ModelNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    started = time.perf_counter()
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(output_dir / RUN_FILE, run)
+        metrics = evaluate(
+            pipeline, dataset, output_dir, batch_size=args.batch_size, limit=args.limit
+        )
+    except EvaluationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        reasoner = pipeline.reasoner
+        device, dtype = reasoner.device, str(reasoner.dtype).removeprefix("torch.")
+        pipeline.close()
+
+    summary = {
+        **metrics,
+        "reasoning_model": checkpoint_info(reasoning_model),
+        "segmentation_model": checkpoint_info(segmentation_model),
+        "dataset": {
+            "name": dataset_name,
+            "split": args.split,
+            "fingerprint": getattr(dataset, "_fingerprint", None),
+            "rows": len(dataset),
+            "evaluated": metrics["count"],
+            "complete": metrics["count"] == len(dataset),
+        },
+        "settings": {
+            "batch_size": args.batch_size,
+            "max_new_tokens": args.max_new_tokens,
+            "dtype": dtype,
+            "device": device,
+            "requested_dtype": args.dtype or "auto",
+            "requested_device": args.device,
+            "limit": args.limit,
+            "tiny": args.tiny,
+        },
+        "results": str((output_dir / RESULTS_FILE).resolve()),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "seconds_this_run": round(time.perf_counter() - started, 1),
+        "command": ["training/evaluate.py", *(sys.argv[1:] if argv is None else argv)],
+    }
+    _write_json(output_dir / SUMMARY_FILE, summary)
+    print(
+        f"gIoU {metrics['giou']:.4f}  cIoU {metrics['ciou']:.4f}  over {metrics['count']} "
+        f"samples ({metrics['failed']} failed: {metrics['failures'] or 'none'})"
+    )
+    print(f"wrote {output_dir / SUMMARY_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
