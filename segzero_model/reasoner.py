@@ -1,0 +1,397 @@
+"""The reasoning model: image + query in, the model's text (think + answer) out.
+
+Follows the released Seg-Zero inference recipe: every image is resized to 840x840 (the frame
+the answer's coordinates live in), the user turn is the image then the one training prompt,
+and decoding is greedy. Parsing the answer is not this module's job.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from segzero_model.device import default_attention, resolve_device, resolve_dtype
+from segzero_model.errors import ImageLoadError, ModelNotFoundError
+from segzero_model.geometry import REASONING_SIZE
+from segzero_model.prompt import build_prompt
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl")
+
+# What a checkpoint needs on disk; anything else in a hub repo is not downloaded.
+_DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model"]
+
+# One quick metadata request decides "offline" instead of the hub client's ~20 s of retries.
+_PROBE_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Generation:
+    """One completion; timings are per batch (the batch shares one prefill and decode loop)."""
+
+    text: str  # decoded completion, special tokens removed
+    num_tokens: int  # generated tokens, the terminating <|im_end|> included, padding not
+    prefill_seconds: float  # vision encoder + prefill: time to the first generated token
+    decode_seconds: float  # the rest of generation
+    cancelled: bool  # stopped early because `cancel` was set; `text` is partial
+
+
+class Reasoner:
+    """A Qwen2.5-VL (or Qwen2-VL) checkpoint and its processor, ready for greedy generation."""
+
+    def __init__(self, model, processor, *, model_id: str, device: str, max_new_tokens: int):
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.model = model
+        self.processor = processor
+        self.model_id = model_id
+        self.device = device
+        self.dtype = model.dtype
+        self.max_new_tokens = max_new_tokens
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike,
+        *,
+        device: str = "auto",
+        dtype: str | None = None,
+        attn_implementation: str | None = None,
+        max_new_tokens: int = 1024,
+    ) -> Reasoner:
+        """Load from a local directory or a hub id (the local HF cache first, then a download).
+
+        Raises ModelNotFoundError, within seconds when offline, if the checkpoint cannot be had,
+        and ValueError for a model type other than Qwen2.5-VL / Qwen2-VL.
+        """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        device = resolve_device(device)
+        torch_dtype = resolve_dtype(device, dtype)
+        attn_implementation = attn_implementation or default_attention(device)
+        model_id = os.fspath(model)
+        path = _resolve_checkpoint(model_id, is_path=isinstance(model, os.PathLike))
+
+        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+        started = time.perf_counter()
+        local = {"local_files_only": True, "trust_remote_code": False}
+        try:
+            config = AutoConfig.from_pretrained(path, **local)
+            if config.model_type not in SUPPORTED_MODEL_TYPES:
+                raise ValueError(
+                    f"reasoning model {model_id!r} is a {config.model_type!r} model; "
+                    f"expected one of {SUPPORTED_MODEL_TYPES}"
+                )
+            processor = AutoProcessor.from_pretrained(path, **local)
+            net = AutoModelForImageTextToText.from_pretrained(
+                path,
+                config=config,
+                dtype=torch_dtype,
+                attn_implementation=attn_implementation,
+                use_safetensors=True,
+                **local,
+            )
+        except OSError as exc:
+            raise ModelNotFoundError(
+                f"reasoning model {model_id!r} could not be loaded from {path}: {exc}"
+            ) from exc
+        processor.tokenizer.padding_side = "left"
+        net.eval().to(device)
+        logger.info(
+            "loaded reasoning model %s (%s, %s, %s) in %.1fs",
+            model_id,
+            device,
+            torch_dtype,
+            attn_implementation,
+            time.perf_counter() - started,
+        )
+        return cls(net, processor, model_id=model_id, device=device, max_new_tokens=max_new_tokens)
+
+    def generate(
+        self,
+        images: Sequence[Image.Image | np.ndarray],
+        queries: Sequence[str],
+        *,
+        max_new_tokens: int | None = None,
+        min_new_tokens: int = 0,
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[Generation]:
+        """Greedy completions for (image, query) pairs, batched with left padding.
+
+        Images are PIL or HxW / HxWxC uint8 arrays of any size. `on_text` receives text chunks
+        as they are decoded (batch of one only; the chunks concatenate to `text`). `cancel` is
+        checked after every token; once set, generation stops and the partial text is returned.
+        `min_new_tokens` suppresses the end token until that many were generated (benchmarks of
+        random-weight models use it to generate a fixed number of tokens).
+        """
+        import torch
+        from transformers import StoppingCriteriaList
+
+        if self.model is None:
+            raise RuntimeError(f"reasoner for {self.model_id!r} is closed")
+        if len(images) == 0:
+            raise ValueError("generate() needs at least one image and query")
+        if len(images) != len(queries):
+            raise ValueError(f"got {len(images)} images but {len(queries)} queries")
+        max_new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if on_text is not None and len(images) != 1:
+            raise ValueError(f"on_text streams a batch of one, got a batch of {len(images)}")
+        if cancel is not None and cancel.is_set():
+            return [Generation("", 0, 0.0, 0.0, True) for _ in images]
+
+        pictures = [_reasoning_image(image) for image in images]
+        texts = [
+            self.processor.apply_chat_template(
+                _conversation(query), tokenize=False, add_generation_prompt=True
+            )
+            for query in queries
+        ]
+        inputs = self.processor(text=texts, images=pictures, padding=True, return_tensors="pt")
+        inputs = inputs.to(self.device)
+        tokenizer = self.processor.tokenizer
+        progress = _Progress(cancel, cuda=self.device.startswith("cuda"))
+        stream = _TextStream(tokenizer, on_text) if on_text is not None else None
+
+        started = time.perf_counter()
+        with torch.inference_mode():
+            sequences = self.model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=min(min_new_tokens, max_new_tokens),
+                # Greedy, as the released inference code; the checkpoint's sampling parameters
+                # are unset (its repetition_penalty still applies, as it did there).
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tokenizer.pad_token_id,
+                stopping_criteria=StoppingCriteriaList([progress]),
+                streamer=stream,
+            )
+        progress.sync()
+        finished = time.perf_counter()
+        first = progress.first_token_at or finished
+        prefill, decode = first - started, finished - first
+
+        new_tokens = sequences[:, inputs["input_ids"].shape[1] :].cpu()
+        eos = self.model.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
+        results = []
+        for row in new_tokens.tolist():
+            count = next((i + 1 for i, token in enumerate(row) if token in eos), len(row))
+            text = tokenizer.decode(row[:count], skip_special_tokens=True)
+            results.append(Generation(text, count, prefill, decode, progress.cancelled))
+        if stream is not None:
+            results[0].text = stream.text
+        return results
+
+    def close(self) -> None:
+        """Drop the model so its memory (GPU memory on CUDA) is freed; generate() then fails."""
+        if self.model is None:
+            return
+        self.model = None
+        gc.collect()
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def __enter__(self) -> Reasoner:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _conversation(query: str) -> list[dict]:
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": build_prompt(query)}],
+        }
+    ]
+
+
+def _reasoning_image(image) -> Image.Image:
+    """RGB PIL image at 840x840 (bilinear), the frame the model answers in."""
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or not (
+            image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))
+        ):
+            raise ImageLoadError(
+                f"expected an HxW or HxWx{{1,3,4}} uint8 array, got {image.dtype} {image.shape}"
+            )
+        image = Image.fromarray(
+            image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
+        )
+    elif not isinstance(image, Image.Image):
+        raise ImageLoadError(f"expected a PIL image or numpy array, got {type(image).__name__}")
+    size = (REASONING_SIZE, REASONING_SIZE)
+    return image.convert("RGB").resize(size, Image.BILINEAR)
+
+
+def _resolve_checkpoint(name: str, *, is_path: bool) -> Path:
+    """A complete local checkpoint directory for `name`: the directory itself, the HF cache's
+    snapshot of a hub id, or a fresh download; ModelNotFoundError otherwise, fast when offline."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        _check_checkpoint(path, name)
+        return path
+    hint = (
+        f"Download it on a connected machine with `hf download {name} --local-dir DIR` "
+        "and pass the directory, or check the name."
+    )
+    if is_path or not _is_hub_id(name):
+        raise ModelNotFoundError(f"reasoning model directory {name!r} does not exist")
+
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        cached = Path(
+            snapshot_download(name, allow_patterns=_DOWNLOAD_PATTERNS, local_files_only=True)
+        )
+        if _missing_files(cached) is None:
+            return cached
+    except Exception:  # not (fully) cached: try the hub below
+        pass
+    try:
+        HfApi().model_info(name, timeout=_PROBE_TIMEOUT_S)
+    except RepositoryNotFoundError as exc:
+        raise ModelNotFoundError(
+            f"reasoning model {name!r} was not found on the Hugging Face hub (typo? a private "
+            "or gated model needs `hf auth login`). " + hint
+        ) from exc
+    except Exception as exc:  # offline, DNS, proxy, HF_HUB_OFFLINE=1, timeouts
+        raise ModelNotFoundError(
+            f"reasoning model {name!r} was not found locally and could not be downloaded "
+            f"(offline? {type(exc).__name__}). " + hint
+        ) from exc
+    logger.info("downloading reasoning model %s", name)
+    try:
+        path = Path(snapshot_download(name, allow_patterns=_DOWNLOAD_PATTERNS))
+    except Exception as exc:  # any failure mid-download means "not available"
+        raise ModelNotFoundError(f"downloading reasoning model {name!r} failed: {exc}") from exc
+    _check_checkpoint(path, name)
+    return path
+
+
+def _is_hub_id(name: str) -> bool:
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except Exception:  # HFValidationError: not a repo id, so a (missing) path
+        return False
+    return True
+
+
+def _check_checkpoint(path: Path, name: str) -> None:
+    missing = _missing_files(path)
+    if missing is not None:
+        raise ModelNotFoundError(
+            f"reasoning model {name!r} at {path} is incomplete: {missing}. Download the full "
+            "checkpoint (config, tokenizer, processor and .safetensors weights)."
+        )
+
+
+def _missing_files(path: Path) -> str | None:
+    """What a loadable checkpoint directory lacks, or None when it looks complete."""
+    import json
+
+    if not (path / "config.json").is_file():
+        return "no config.json"
+    if not (path / "tokenizer.json").is_file() and not (path / "vocab.json").is_file():
+        return "no tokenizer (tokenizer.json or vocab.json)"
+    if not any((path / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")):
+        return "no processor config (preprocessor_config.json or processor_config.json)"
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        shards = set(json.loads(index.read_text())["weight_map"].values())
+        absent = sorted(s for s in shards if not (path / s).is_file())
+        return f"missing weight shards {absent}" if absent else None
+    if (path / "model.safetensors").is_file():
+        return None
+    if any(path.glob("*.bin")):
+        return "only PyTorch .bin weights, no .safetensors (loading .bin files is disabled)"
+    return "no model.safetensors weights"
+
+
+class _Progress:
+    """Stopping criterion that timestamps the first generated token and honours `cancel`."""
+
+    def __init__(self, cancel: threading.Event | None, *, cuda: bool):
+        self.cancel = cancel
+        self.cuda = cuda
+        self.first_token_at: float | None = None
+        self.cancelled = False
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        import torch
+
+        if self.first_token_at is None:
+            self.sync()
+            self.first_token_at = time.perf_counter()
+        stop = self.cancel is not None and self.cancel.is_set()
+        self.cancelled = self.cancelled or stop
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+    def sync(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+
+
+class _TextStream:
+    """generate() streamer that hands `on_text` each newly decoded piece of text.
+
+    The whole completion is re-decoded per token and only a grown prefix is emitted, holding
+    back a trailing partial UTF-8 character, so the chunks always add up to the final text.
+    """
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]):
+        self.tokenizer = tokenizer
+        self.on_text = on_text
+        self.ids: list[int] = []
+        self.text = ""
+        self.prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # generate() first pushes the prompt
+            self.prompt_seen = True
+            return
+        self.ids.extend(value.reshape(-1).tolist())
+        self._emit(final=False)
+
+    def end(self) -> None:
+        self._emit(final=True)
+
+    def _emit(self, *, final: bool) -> None:
+        decoded = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if not decoded.startswith(self.text) or (not final and decoded.endswith("\ufffd")):
+            return
+        chunk = decoded[len(self.text) :]
+        if chunk:
+            self.text = decoded
+            self.on_text(chunk)
