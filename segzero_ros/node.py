@@ -1,6 +1,6 @@
 """The Seg-Zero perception node: camera frames and text queries in, one SegmentationResult
 (plus mask, reasoning and overlay images on standard types) out per query; an action server
-for callers that want feedback and cancellation. See docs/ros_interface.md.
+for callers that want feedback and cancellation. See the README (The ROS 2 perception node).
 
     segzero-perception [--params-file config/perception.yaml] [--tiny] [--ros-args ...]
 

@@ -184,6 +184,6 @@ def test_render_round_trips_any_values(tmp_path):
 
 
 def test_every_parameter_is_documented():
-    doc = (ROOT / "docs" / "ros_interface.md").read_text(encoding="utf-8")
+    doc = (ROOT / "README.md").read_text(encoding="utf-8")
     missing = [name for name in PARAM_NAMES if f"`{name}`" not in doc]
-    assert not missing, f"docs/ros_interface.md does not mention {missing}"
+    assert not missing, f"README.md does not mention {missing}"
