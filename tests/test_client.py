@@ -117,3 +117,26 @@ def test_bad_image_file_is_a_short_error(tiny_cache, tmp_path):
     completed = run_client(tiny_cache, "cup", "--image", str(tmp_path / "missing.png"))
     assert completed.returncode == 2
     assert "not found" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_ctrl_c_cancels_the_goal(perception_node, tiny_cache):
+    """SIGINT as soon as the goal is accepted (the tiny model needs seconds to answer)."""
+    import signal
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "segzero_ros.client", "the red cup", "--image", str(SCENE)],
+        cwd=ROOT,
+        env=_env(tiny_cache),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = process.stderr.readline()  # "[queued (position 0)]" once the goal is accepted
+    assert first.startswith("[queued"), first
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "cancelling the goal" in err and "Traceback" not in err
+    # the node survived and serves the next goal
+    completed = run_client(tiny_cache, "the cup", "--image", str(SCENE), "--timeout", "120")
+    assert completed.returncode in (0, 1) and "status:" in completed.stdout, completed.stderr

@@ -230,7 +230,8 @@ def test_a_flood_stays_bounded():
         assert worker.stop(timeout=TIMEOUT)
     assert max_depth <= 4
     dropped = [o for _, o in outcomes if o != "ok"]
-    assert len(served) + len(dropped) == 300 and len(served) >= 5
+    # the first 4 always fit; how many more are served depends on thread scheduling
+    assert len(served) + len(dropped) == 300 and len(served) >= 4
     assert all(kind == DROPPED for kind, _ in dropped)
     assert len({job_id for job_id, _ in outcomes}) == 300
 
