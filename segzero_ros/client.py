@@ -6,11 +6,18 @@ bad arguments, 130 interrupted."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Interrupted(Exception):
+    """Ctrl-C, noticed between spins (a KeyboardInterrupt raised inside rclpy's C code would
+    surface as an unrelated error)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,10 +76,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import rclpy
     from rclpy.action import ActionClient
+    from rclpy.signals import SignalHandlerOptions
 
     from segzero_ros.action import Segment
 
-    rclpy.init(args=[sys.argv[0]])
+    rclpy.init(args=[sys.argv[0]], signal_handler_options=SignalHandlerOptions.NO)
+    interrupted = threading.Event()
+    signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
     node = rclpy.create_node("segzero_query")
     client = ActionClient(node, Segment, args.action)
     goal_handle = None
@@ -93,19 +103,19 @@ def main(argv: list[str] | None = None) -> int:
         printer = _FeedbackPrinter(args.quiet)
         deadline = time.monotonic() + args.timeout
         goal_handle = _wait(
-            node, client.send_goal_async(goal, feedback_callback=printer), deadline
+            node, client.send_goal_async(goal, feedback_callback=printer), deadline, interrupted
         )
         if goal_handle is None or not goal_handle.accepted:
             print("segzero-query: error: the goal was rejected or timed out", file=sys.stderr)
             return EXIT_ERROR
-        response = _wait(node, goal_handle.get_result_async(), deadline)
+        response = _wait(node, goal_handle.get_result_async(), deadline, interrupted)
         printer.finish()
         if response is None:
             print(f"segzero-query: error: no result within {args.timeout:g} s", file=sys.stderr)
             _cancel(node, goal_handle)
             return EXIT_ERROR
         return _report(response.result.result, args, image, printed_reasoning=bool(printer.printed))
-    except KeyboardInterrupt:
+    except (_Interrupted, KeyboardInterrupt):
         print("\nsegzero-query: cancelling the goal", file=sys.stderr)
         if goal_handle is not None:
             _cancel(node, goal_handle)
@@ -122,11 +132,15 @@ def _header(node, frame_id: str):
     return Header(stamp=node.get_clock().now().to_msg(), frame_id=frame_id)
 
 
-def _wait(node, future, deadline: float):
-    """Spin `node` until `future` is done; its result, or None at the deadline."""
+def _wait(node, future, deadline: float, interrupted: threading.Event | None = None):
+    """Spin `node` until `future` is done; its result, or None at the deadline. Raises
+    _Interrupted once `interrupted` is set (checked every 50 ms)."""
     import rclpy
 
-    rclpy.spin_until_future_complete(node, future, timeout_sec=max(deadline - time.monotonic(), 0))
+    while not future.done() and time.monotonic() < deadline:
+        if interrupted is not None and interrupted.is_set():
+            raise _Interrupted
+        rclpy.spin_until_future_complete(node, future, timeout_sec=0.05)
     return future.result() if future.done() else None
 
 
