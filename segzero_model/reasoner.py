@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from segzero_model.device import default_attention, resolve_device, resolve_dtype
-from segzero_model.errors import ImageLoadError, ModelNotFoundError
+from segzero_model.errors import ModelNotFoundError
 from segzero_model.geometry import REASONING_SIZE
 from segzero_model.prompt import build_prompt
 
@@ -133,9 +133,10 @@ class Reasoner:
     ) -> list[Generation]:
         """Greedy completions for (image, query) pairs, batched with left padding.
 
-        Images are PIL or HxW / HxWxC uint8 arrays of any size. `on_text` receives text chunks
-        as they are decoded (batch of one only; the chunks concatenate to `text`). `cancel` is
-        checked after every token; once set, generation stops and the partial text is returned.
+        Images are PIL images or arrays of any size, in any layout `images.to_rgb8` takes.
+        `on_text` receives text chunks as they are decoded (batch of one only; the chunks
+        concatenate to `text`). `cancel` is checked after every token; once set, generation
+        stops and the partial text is returned.
         `min_new_tokens` suppresses the end token until that many were generated (benchmarks of
         random-weight models use it to generate a fixed number of tokens).
         """
@@ -156,15 +157,7 @@ class Reasoner:
         if cancel is not None and cancel.is_set():
             return [Generation("", 0, 0.0, 0.0, True) for _ in images]
 
-        pictures = [_reasoning_image(image) for image in images]
-        texts = [
-            self.processor.apply_chat_template(
-                _conversation(query), tokenize=False, add_generation_prompt=True
-            )
-            for query in queries
-        ]
-        inputs = self.processor(text=texts, images=pictures, padding=True, return_tensors="pt")
-        inputs = inputs.to(self.device)
+        inputs = self.prepare_inputs(images, queries)
         tokenizer = self.processor.tokenizer
         progress = _Progress(cancel, cuda=self.device.startswith("cuda"))
         stream = _TextStream(tokenizer, on_text) if on_text is not None else None
@@ -202,6 +195,25 @@ class Reasoner:
             results[0].text = stream.text
         return results
 
+    def prepare_inputs(self, images: Sequence[Image.Image | np.ndarray], queries: Sequence[str]):
+        """The processor's batch that generate() feeds the model (input_ids, attention_mask,
+        pixel_values, image_grid_thw, ...), left-padded and on the reasoner's device.
+
+        Each image becomes 840x840 RGB (bilinear), so it always takes 900 image tokens; the user
+        turn is the image followed by `build_prompt(query)`, then the assistant prompt.
+        """
+        if len(images) != len(queries):
+            raise ValueError(f"got {len(images)} images but {len(queries)} queries")
+        pictures = [_reasoning_image(image) for image in images]
+        texts = [
+            self.processor.apply_chat_template(
+                _conversation(query), tokenize=False, add_generation_prompt=True
+            )
+            for query in queries
+        ]
+        inputs = self.processor(text=texts, images=pictures, padding=True, return_tensors="pt")
+        return inputs.to(self.device)
+
     def close(self) -> None:
         """Drop the model so its memory (GPU memory on CUDA) is freed; generate() then fails."""
         if self.model is None:
@@ -230,24 +242,14 @@ def _conversation(query: str) -> list[dict]:
 
 
 def _reasoning_image(image) -> Image.Image:
-    """RGB PIL image at 840x840 (bilinear), the frame the model answers in."""
-    import numpy as np
+    """RGB PIL image at 840x840 (bilinear), the frame the model answers in. Any layout that
+    `images.to_rgb8` takes (gray, RGBA, 16-bit, float, PIL of any mode) is converted first."""
     from PIL import Image
 
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or not (
-            image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))
-        ):
-            raise ImageLoadError(
-                f"expected an HxW or HxWx{{1,3,4}} uint8 array, got {image.dtype} {image.shape}"
-            )
-        image = Image.fromarray(
-            image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
-        )
-    elif not isinstance(image, Image.Image):
-        raise ImageLoadError(f"expected a PIL image or numpy array, got {type(image).__name__}")
+    from segzero_model.images import to_rgb8
+
     size = (REASONING_SIZE, REASONING_SIZE)
-    return image.convert("RGB").resize(size, Image.BILINEAR)
+    return Image.fromarray(to_rgb8(image)).resize(size, Image.BILINEAR)
 
 
 def _resolve_checkpoint(name: str, *, is_path: bool) -> Path:

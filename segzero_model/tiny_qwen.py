@@ -8,6 +8,7 @@ answer for any image and query, so end-to-end tests can exercise the successful 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -99,7 +100,7 @@ def write_tiny_qwen(
     model_type: str = "qwen2_5_vl",
     seed: int = 0,
     canned_answer: str | None = CANNED_ANSWER,
-    train_steps: int = 400,
+    train_steps: int = 300,
 ) -> Path:
     """Write a tiny checkpoint to `directory` (created if needed) and return its path.
 
@@ -159,7 +160,7 @@ def _build_processor(model_type: str, canned_answer: str | None):
     )
     bpe.train_from_iterator(corpus, trainer)
     vocab = bpe.get_vocab()
-    merges = [tuple(pair) for pair in _merges(bpe)]
+    merges = [tuple(pair) for pair in json.loads(bpe.to_str())["model"]["merges"]]
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,
@@ -191,12 +192,6 @@ def _build_processor(model_type: str, canned_answer: str | None):
         video_processor=video_processor,
         chat_template=CHAT_TEMPLATE,
     )
-
-
-def _merges(bpe) -> list[list[str]]:
-    import json
-
-    return json.loads(bpe.to_str())["model"]["merges"]
 
 
 def _build_model(model_type: str, tokenizer):
@@ -270,31 +265,33 @@ def _build_model(model_type: str, tokenizer):
     return model
 
 
-def _random_image(kind: int, rng, size: int = REASONING_SIZE):
-    """Square RGB images of the kinds tests feed: black, white, flat colours, noise, gradients,
-    blocks and stretched tiny images (a flat image is the hardest one to learn to ignore)."""
+def _random_image(kind: str, rng, size: int = REASONING_SIZE):
+    """A square RGB test-like image: black, white, flat (a random colour), noise, ramp,
+    blocks, or stretched (a tiny noise image scaled up). Flat ones are the hardest to ignore."""
     import numpy as np
     from PIL import Image
 
-    if kind in (5, 6):
-        return Image.new("RGB", (size, size), (255, 255, 255) if kind == 6 else (0, 0, 0))
-    if kind == 0:
+    if kind in ("black", "white"):
+        return Image.new("RGB", (size, size), (255, 255, 255) if kind == "white" else (0, 0, 0))
+    if kind == "flat":
         pixels = np.full((size, size, 3), rng.integers(0, 256, 3), dtype=np.uint8)
-    elif kind == 1:
+    elif kind == "noise":
         pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-    elif kind == 2:
+    elif kind == "ramp":
         ramp = np.linspace(0.0, 1.0, size)[None, :, None] * rng.integers(0, 256, 3)
         pixels = np.broadcast_to(ramp, (size, size, 3)).astype(np.uint8)
         if rng.random() < 0.5:
             pixels = pixels.transpose(1, 0, 2)
-    elif kind == 3:
+    elif kind == "blocks":
         pixels = np.zeros((size, size, 3), dtype=np.uint8)
         for _ in range(6):
             x, y, w, h = rng.integers(0, size, 4) // 2
             pixels[y : y + h, x : x + w] = rng.integers(0, 256, 3)
-    else:
+    elif kind == "stretched":
         small = rng.integers(0, 256, (int(rng.integers(1, 40)), int(rng.integers(1, 40)), 3))
         return Image.fromarray(small.astype(np.uint8)).resize((size, size), Image.BILINEAR)
+    else:
+        raise ValueError(f"unknown image kind {kind!r}")
     return Image.fromarray(np.ascontiguousarray(pixels))
 
 
@@ -329,6 +326,11 @@ def _teach_answer(model, processor, answer: str, rng, max_steps: int) -> None:
     image_token = model.config.image_token_id
     merge = model.config.vision_config.spatial_merge_size
     penalty = float(model.generation_config.repetition_penalty or 1.0)
+    # Shrink the vision merger's output far below the decoder RMSNorm's eps, so image tokens
+    # reach the decoder almost content-free and the answer can hold for any image.
+    with torch.no_grad():
+        for param in model.model.visual.merger.mlp[-1].parameters():
+            param.mul_(1e-3)
 
     def features(image) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = processor.image_processor(images=[image], return_tensors="pt")
@@ -337,9 +339,11 @@ def _teach_answer(model, processor, answer: str, rng, max_steps: int) -> None:
         return out.pooler_output[0], pixels["image_grid_thw"][0]
 
     sizes = (REASONING_SIZE, 112, 224, 336)
-    kinds = (5, 6, 0, 0, 1, 2, 3, 4)
+    kinds = ("black", "white", "flat", "noise", "ramp", "blocks", "stretched")
     train_feats = {size: [features(_random_image(k, rng, size)) for k in kinds] for size in sizes}
-    held_out = [features(_random_image(kind, rng)) for kind in (5, 6, 0, 1, 4, 2, 5, 0)]
+    held_out = [
+        features(_random_image(kind, rng)) for kind in ("black", "flat", "noise", "stretched")
+    ] * 2
 
     def prompt_ids(query: str, grid: torch.Tensor) -> torch.Tensor:
         message = [
@@ -379,6 +383,11 @@ def _teach_answer(model, processor, answer: str, rng, max_steps: int) -> None:
         (a, grid), (b, _) = (group[i] for i in rng.choice(len(group), 2))
         mix = float(rng.choice([0.0, 1.0, rng.random()]))
         feat = mix * a + (1 - mix) * b
+        if rng.random() < 0.3:
+            # A flat image of a colour never seen: one token vector repeated everywhere.
+            token = feat[int(rng.integers(len(feat)))] * float(0.5 + rng.random())
+            feat = token + float(rng.random()) * feat.std() * torch.randn_like(token)
+            feat = feat.expand(len(a), -1)
         return feat + float(rng.random()) * feat.std() * torch.randn_like(feat), grid
 
     vocabulary = [tokenizer.decode([i], skip_special_tokens=True) for i in range(len(tokenizer))]
@@ -417,13 +426,18 @@ def _teach_answer(model, processor, answer: str, rng, max_steps: int) -> None:
     model.train()
     loss = float("nan")
     for step in range(1, max_steps + 1):
+        # A quarter of the steps at the real 900 image tokens; the others, cheap with few image
+        # tokens, see more queries at once.
         size = REASONING_SIZE if rng.random() < 0.25 else int(rng.choice(sizes[1:]))
+        rows = 2 if size == REASONING_SIZE else 6
         inputs = batch(
-            [_random_query(rng, vocabulary) for _ in range(2)], [jittered(size) for _ in "ab"]
+            [_random_query(rng, vocabulary) for _ in range(rows)],
+            [jittered(size) for _ in range(rows)],
         )
         variants = _answer_logits(model, inputs, target, penalty)
         loss_t = sum(
-            torch.nn.functional.cross_entropy(v.flatten(0, 1), target.repeat(2)) for v in variants
+            torch.nn.functional.cross_entropy(v.flatten(0, 1), target.repeat(rows))
+            for v in variants
         )
         loss_t.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -431,8 +445,11 @@ def _teach_answer(model, processor, answer: str, rng, max_steps: int) -> None:
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         loss = loss_t.item()
+        # Not before half the steps: stopping while the learning rate is high leaves a model
+        # that passes the check but trips on other unseen queries.
         if (
             loss < 0.05
+            and step >= max_steps // 2
             and step % 10 == 0
             and all(_greedy_holds(model, check, target, penalty) for check in checks)
         ):
@@ -468,7 +485,7 @@ def _answer_logits(model, inputs: dict, target, penalty: float) -> list:
     return [answer, torch.where(seen, penalised, answer)]
 
 
-def _greedy_holds(model, inputs: dict, target, penalty: float, margin: float = 1.0) -> bool:
+def _greedy_holds(model, inputs: dict, target, penalty: float, margin: float = 0.5) -> bool:
     """Teacher-forced check that greedy decoding yields the answer, with and without the
     repetition penalty; the logit margin leaves room for padding and KV-cache numerics."""
     import torch
@@ -479,8 +496,13 @@ def _greedy_holds(model, inputs: dict, target, penalty: float, margin: float = 1
     model.train()
     for logits in variants:
         top2 = logits.topk(2, dim=-1)
-        wrong = (top2.indices[..., 0] != target).sum()
-        low = (top2.values[..., 0] - top2.values[..., 1]).min()
-        if wrong or low < margin:
+        gaps = top2.values[..., 0] - top2.values[..., 1]
+        wrong = (top2.indices[..., 0] != target) | (gaps < margin)
+        if wrong.any():
+            logger.debug(
+                "check: rows %s fall short (smallest gap %.2f)",
+                wrong.any(1).nonzero().flatten().tolist(),
+                float(gaps.min()),
+            )
             return False
     return True
