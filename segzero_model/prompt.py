@@ -1,4 +1,5 @@
-"""The one Seg-Zero user prompt, byte-identical to the released checkpoints' training prompt."""
+"""The Seg-Zero user prompt: by default byte-identical to the released checkpoints' training
+prompt; variants for the paper's ablations (no thinking; box-only or points-only answers)."""
 
 ANSWER_EXAMPLE = "{'bbox': [10,100,200,210], 'points_1': [30,110], 'points_2': [35,180]}"
 
@@ -12,12 +13,54 @@ PROMPT_TEMPLATE = (
     "i.e., <think> thinking process here </think><answer>{answer}</answer>"
 )
 
+THINKING_TAGS = (
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
+)
+ANSWER_ONLY_TAGS = "Output the final answer in <answer> </answer> tags."
+
+# What the model is asked for, per answer variant (Table 2 of the paper): the words in the first
+# and fourth sentences and the example answer.
+ANSWER_VARIANTS: dict[str, tuple[str, str, str]] = {
+    "box_points": (
+        "bbox and points",
+        "the one bbox and points of two largest inscribed circles",
+        ANSWER_EXAMPLE,
+    ),
+    "box": ("bbox", "the one bbox", "{'bbox': [10,100,200,210]}"),
+    "points": (
+        "points",
+        "the points of two largest inscribed circles",
+        "{'points_1': [30,110], 'points_2': [35,180]}",
+    ),
+}
+
 
 def normalize_question(query: str) -> str:
     """Lower-case and strip '.' from both ends, as the released code did at training time."""
     return query.lower().strip(".")
 
 
-def build_prompt(query: str) -> str:
-    """Return the user text for `query` (the chat template is applied by the reasoner)."""
-    return PROMPT_TEMPLATE.format(question=normalize_question(query), answer=ANSWER_EXAMPLE)
+def build_prompt(query: str, *, thinking: bool = True, answer: str = "box_points") -> str:
+    """Return the user text for `query` (the chat template is applied by the reasoner).
+
+    The defaults give the released prompt. `thinking=False` asks for the answer alone (the
+    paper's RL-without-CoT and SFT rows); `answer` is "box_points", "box" or "points".
+    """
+    if answer not in ANSWER_VARIANTS:
+        raise ValueError(f"unknown answer variant {answer!r}; valid: {list(ANSWER_VARIANTS)}")
+    if thinking and answer == "box_points":
+        return PROMPT_TEMPLATE.format(question=normalize_question(query), answer=ANSWER_EXAMPLE)
+    wanted, output, example = ANSWER_VARIANTS[answer]
+    if thinking:
+        tags = THINKING_TAGS
+        shape = f"<think> thinking process here </think><answer>{example}</answer>"
+    else:
+        tags = ANSWER_ONLY_TAGS
+        shape = f"<answer>{example}</answer>"
+    return (
+        f"Please find '{normalize_question(query)}' with {wanted}."
+        "Compare the difference between objects and find the most closely matched one."
+        f"{tags}"
+        f"Output {output} inside the interested object in JSON format."
+        f"i.e., {shape}"
+    )

@@ -68,18 +68,26 @@ __all__ = [
     "IOU_THRESHOLD",
     "POINTS_DISTANCE_THRESHOLD",
     "REWARD_FUNCTIONS",
+    "STRICT_KEYS",
     "answer_region",
     "box_iou_reward",
     "box_l1_reward",
     "completion_text",
     "get_reward_functions",
     "parse_solution",
+    "points_only_reward",
     "points_reward",
+    "recipe_rewards",
+    "soft_box_format_reward",
     "soft_box_iou_reward",
     "soft_box_l1_reward",
     "soft_format_reward",
+    "soft_points_only_reward",
+    "soft_points_format_reward",
     "soft_points_reward",
+    "strict_box_format_reward",
     "strict_format_reward",
+    "strict_points_format_reward",
     "thinking_format_reward",
 ]
 
@@ -419,14 +427,22 @@ def _strict_first_object(region: str) -> dict | None:
     return None
 
 
-def _is_strict_format(completion: object) -> bool:
+# The exact keys (and value lengths) each answer variant must carry (prompt.ANSWER_VARIANTS).
+STRICT_KEYS: dict[str, tuple[tuple[str, int], ...]] = {
+    "box_points": (("bbox", 4), ("points_1", 2), ("points_2", 2)),
+    "box": (("bbox", 4),),
+    "points": (("points_1", 2), ("points_2", 2)),
+}
+
+
+def _is_strict_format(completion: object, answer: str = "box_points") -> bool:
     region = answer_region(completion_text(completion))
     obj = first_json_object(region)
     if obj is None or _strict_first_object(region) != obj:
         return False
     return all(
         isinstance(obj.get(key), list) and _numbers(obj[key], count) is not None
-        for key, count in (("bbox", 4), ("points_1", 2), ("points_2", 2))
+        for key, count in STRICT_KEYS[answer]
     )
 
 
@@ -437,14 +453,14 @@ def strict_format_reward(completions: Iterable[object], **kwargs: Any) -> list[f
     return [1.0 if _is_strict_format(c) else 0.0 for c in completions]
 
 
-def _is_soft_format(completion: object) -> bool:
+def _is_soft_format(completion: object, answer: str = "box_points") -> bool:
     obj = _answer_object(completion)
     if obj is None:
         return False
     pairs = [(str(key).lower(), value) for key, value in obj.items()]
     boxes = sum("bbox" in k and _numbers(v, 4) is not None for k, v in pairs)
     points = sum("point" in k and _numbers(v, 2) is not None for k, v in pairs)
-    return boxes >= 1 and points >= 2
+    return (boxes >= 1 or answer == "points") and (points >= 2 or answer == "box")
 
 
 def soft_format_reward(completions: Iterable[object], **kwargs: Any) -> list[float]:
@@ -452,6 +468,26 @@ def soft_format_reward(completions: Iterable[object], **kwargs: Any) -> list[flo
     with 4 numbers and two keys containing "point" with 2 numbers each (case-insensitive, top
     level only: "bbox_2d", "point_1", "Points2" all count); else 0.0."""
     return [1.0 if _is_soft_format(c) else 0.0 for c in completions]
+
+
+def strict_box_format_reward(completions: Iterable[object], **kwargs: Any) -> list[float]:
+    """`strict_format_reward` for box-only answers: ``bbox`` with 4 numbers is enough."""
+    return [1.0 if _is_strict_format(c, "box") else 0.0 for c in completions]
+
+
+def strict_points_format_reward(completions: Iterable[object], **kwargs: Any) -> list[float]:
+    """`strict_format_reward` for points-only answers: ``points_1`` and ``points_2``."""
+    return [1.0 if _is_strict_format(c, "points") else 0.0 for c in completions]
+
+
+def soft_box_format_reward(completions: Iterable[object], **kwargs: Any) -> list[float]:
+    """`soft_format_reward` for box-only answers: a key containing "bbox" with 4 numbers."""
+    return [1.0 if _is_soft_format(c, "box") else 0.0 for c in completions]
+
+
+def soft_points_format_reward(completions: Iterable[object], **kwargs: Any) -> list[float]:
+    """`soft_format_reward` for points-only answers: two keys containing "point"."""
+    return [1.0 if _is_soft_format(c, "points") else 0.0 for c in completions]
 
 
 # --------------------------------------------------------------------------- accuracy rewards
@@ -525,17 +561,25 @@ def soft_box_l1_reward(
 
 
 def _points_scores(
-    completions: Iterable[object], solution: object, reward: str, score: Callable
+    completions: Iterable[object],
+    solution: object,
+    reward: str,
+    score: Callable,
+    *,
+    inside_box: bool = True,
 ) -> list[float]:
     """`score(distance, index)` per completion whose two points lie inside its own predicted
-    bbox; 0.0 when the bbox or a point is missing or a point is outside the box."""
+    bbox; 0.0 when the bbox or a point is missing or a point is outside the box. Without
+    `inside_box` (points-only answers, which have no box) only the two points are needed."""
     completions = list(completions)
     truths = _solutions(solution, len(completions), reward)
     scores = []
     for index, (completion, (_, gt_points)) in enumerate(zip(completions, truths, strict=True)):
         obj = _answer_object(completion)
         box, points = _predicted_box(obj), _predicted_points(obj)
-        if box is None or points is None or not all(_inside(p, box) for p in points):
+        if points is None:
+            scores.append(0.0)
+        elif inside_box and (box is None or not all(_inside(p, box) for p in points)):
             scores.append(0.0)
         else:
             scores.append(_clamp01(score(_points_distance(points, gt_points), index)))
@@ -575,6 +619,38 @@ def soft_points_reward(
     )
 
 
+def points_only_reward(
+    completions: Iterable[object], solution: object = None, **kwargs: Any
+) -> list[float]:
+    """`points_reward` for points-only answers (no box to lie inside): 1.0 if the mean
+    distance to the ground-truth points, under the better pairing, is < 100 px; else 0.0."""
+    return _points_scores(
+        completions,
+        solution,
+        "points_only_reward",
+        lambda distance, _: 1.0 if distance < POINTS_DISTANCE_THRESHOLD else 0.0,
+        inside_box=False,
+    )
+
+
+def soft_points_only_reward(
+    completions: Iterable[object],
+    solution: object = None,
+    image_size: object = None,
+    **kwargs: Any,
+) -> list[float]:
+    """`soft_points_reward` for points-only answers: max(0, 1 - distance / max(image size))."""
+    completions = list(completions)
+    sides = _frame_sides(image_size, len(completions))
+    return _points_scores(
+        completions,
+        solution,
+        "soft_points_only_reward",
+        lambda distance, index: 1.0 - distance / sides[index],
+        inside_box=False,
+    )
+
+
 # --------------------------------------------------------------------------- registry
 
 REWARD_FUNCTIONS: dict[str, Callable[..., list[float]]] = {
@@ -587,6 +663,12 @@ REWARD_FUNCTIONS: dict[str, Callable[..., list[float]]] = {
     "soft_box_l1": soft_box_l1_reward,
     "points": points_reward,
     "soft_points": soft_points_reward,
+    "strict_box_format": strict_box_format_reward,
+    "soft_box_format": soft_box_format_reward,
+    "strict_points_format": strict_points_format_reward,
+    "soft_points_format": soft_points_format_reward,
+    "points_only": points_only_reward,
+    "soft_points_only": soft_points_only_reward,
 }
 
 # The paper's final recipe (Section 4.4): strict format and hard accuracy rewards, at most 5.
@@ -615,3 +697,34 @@ def get_reward_functions(names: Iterable[str] | str) -> list[Callable[..., list[
     if repeated:
         raise ValueError(f"reward name(s) {repeated} given more than once")
     return [REWARD_FUNCTIONS[n] for n in names]
+
+
+def recipe_rewards(
+    *,
+    thinking: bool = True,
+    format: str = "strict",
+    accuracy: str = "hard",
+    answer: str = "box_points",
+) -> tuple[str, ...]:
+    """The reward names of one training recipe: the paper's switches, defaults = `DEFAULT_REWARDS`.
+
+    `thinking=False` drops the thinking-format reward (the no-CoT rows); `format` is "strict" or
+    "soft" (Table 4), `accuracy` "hard" or "soft" (Table 3); `answer` "box_points", "box" or
+    "points" (Table 2: a box-only answer has no point reward, a points-only answer no box
+    rewards, and its point reward cannot ask the points to lie inside a box).
+    """
+    choices = {"format": (format, ("strict", "soft")), "accuracy": (accuracy, ("hard", "soft"))}
+    choices["answer"] = (answer, tuple(STRICT_KEYS))
+    for name, (value, valid) in choices.items():
+        if value not in valid:
+            raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    soft = "soft_" if accuracy == "soft" else ""
+    names = ["thinking_format"] if thinking else []
+    names.append(f"{format}_format" if answer == "box_points" else f"{format}_{answer}_format")
+    if answer in ("box_points", "box"):
+        names += [f"{soft}box_iou", f"{soft}box_l1"]
+    if answer == "box_points":
+        names.append(f"{soft}points")
+    elif answer == "points":
+        names.append(f"{soft}points_only")
+    return tuple(names)

@@ -27,3 +27,28 @@ def test_inner_dots_and_spaces_are_kept():
 
 def test_braces_in_query_do_not_break_formatting():
     assert "'the {weird} cup'" in build_prompt("the {weird} cup")
+
+
+def test_ablation_prompts_change_only_what_they_ask_for():
+    no_think = build_prompt("The red cup.", thinking=False)
+    assert "<think>" not in no_think
+    assert no_think.endswith(
+        "Output the final answer in <answer> </answer> tags.Output the one bbox and points of two "
+        "largest inscribed circles inside the interested object in JSON format.i.e., <answer>"
+        "{'bbox': [10,100,200,210], 'points_1': [30,110], 'points_2': [35,180]}</answer>"
+    )
+    box = build_prompt("the red cup", answer="box")
+    assert box.startswith("Please find 'the red cup' with bbox.Compare")
+    assert "points" not in box and box.endswith("<answer>{'bbox': [10,100,200,210]}</answer>")
+    points = build_prompt("the red cup", answer="points", thinking=False)
+    assert "bbox" not in points and "<think>" not in points
+    assert points.endswith("<answer>{'points_1': [30,110], 'points_2': [35,180]}</answer>")
+    # The defaults, spelled out, are still the released prompt.
+    assert build_prompt("the red cup", thinking=True, answer="box_points") == EXPECTED_RED_CUP
+
+
+def test_unknown_answer_variant_is_named():
+    import pytest
+
+    with pytest.raises(ValueError, match="'mask'.*box_points"):
+        build_prompt("cup", answer="mask")

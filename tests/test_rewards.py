@@ -447,11 +447,21 @@ def test_garbage_scores_0_everywhere_without_raising():
     n = len(GARBAGE)
     # A huge-but-finite box (1e308) is well-formed JSON, so only it may score (format rewards).
     huge = {i for i, g in enumerate(GARBAGE) if "1e308" in str(g)}
+    # The box-only and points-only variants rightly accept garbage whose other half is broken
+    # (e.g. a good box beside string points), so they only must score 0 without their keys.
+    variants = {"strict_box_format", "soft_box_format", "strict_points_format"}
+    variants |= {"soft_points_format", "points_only", "soft_points_only"}
     for name, fn in REWARD_FUNCTIONS.items():
         got = fn(GARBAGE, solution=[SOLUTION] * n)
         assert len(got) == n and all(isinstance(v, float) for v in got), name
         assert all(0.0 <= v <= 1.0 for v in got), (name, got)
-        assert [v for i, v in enumerate(got) if i not in huge] == [0.0] * (n - len(huge)), name
+        if name in variants:
+            key = "bbox" if "box" in name else "point"
+            assert all(v == 0.0 for v, g in zip(got, GARBAGE, strict=True) if key not in str(g)), (
+                name
+            )
+        else:
+            assert [v for i, v in enumerate(got) if i not in huge] == [0.0] * (n - len(huge)), name
 
 
 def test_random_fragments_never_raise():
@@ -572,6 +582,12 @@ def test_registry_names_and_functions():
         "soft_box_l1",
         "points",
         "soft_points",
+        "strict_box_format",
+        "soft_box_format",
+        "strict_points_format",
+        "soft_points_format",
+        "points_only",
+        "soft_points_only",
     ]
     for name, fn in REWARD_FUNCTIONS.items():
         assert fn.__name__ == f"{name}_reward"  # the metric name TRL logs
@@ -610,3 +626,104 @@ def test_every_reward_pickles(name):
     restored = pickle.loads(pickle.dumps(fn))
     assert restored is fn
     assert restored([PERFECT], solution=[SOLUTION]) == [1.0]
+
+
+# --------------------------------------------------------------------------- ablation variants
+
+BOX_ONLY = "<think>t</think><answer>{'bbox': [35,60,354,423]}</answer>"
+POINTS_ONLY = '<think>t</think><answer>{"points_1": [183,235], "points_2": [168,305]}</answer>'
+POINTS_FAR_OUTSIDE_ANY_BOX = (
+    '<answer>{"points_1": [183,235], "points_2": [168,305], "bbox": [0,0,5,5]}</answer>'
+)
+FIGURE2_GT = "<box>(35,60),(354,423)</box><points>(183,235),(168,305)</points>"
+
+
+def test_recipe_defaults_are_the_papers_final_recipe():
+    from segzero_model.rewards import DEFAULT_REWARDS, recipe_rewards
+
+    assert recipe_rewards() == DEFAULT_REWARDS
+
+
+def test_recipe_switches():
+    from segzero_model.rewards import REWARD_FUNCTIONS, recipe_rewards
+
+    assert recipe_rewards(thinking=False) == ("strict_format", "box_iou", "box_l1", "points")
+    assert recipe_rewards(format="soft", accuracy="soft") == (
+        "thinking_format",
+        "soft_format",
+        "soft_box_iou",
+        "soft_box_l1",
+        "soft_points",
+    )
+    assert recipe_rewards(answer="box") == (
+        "thinking_format",
+        "strict_box_format",
+        "box_iou",
+        "box_l1",
+    )
+    assert recipe_rewards(answer="points", format="soft", accuracy="soft") == (
+        "thinking_format",
+        "soft_points_format",
+        "soft_points_only",
+    )
+    for thinking in (True, False):
+        for fmt in ("strict", "soft"):
+            for accuracy in ("hard", "soft"):
+                for answer in ("box_points", "box", "points"):
+                    names = recipe_rewards(
+                        thinking=thinking, format=fmt, accuracy=accuracy, answer=answer
+                    )
+                    assert set(names) <= set(REWARD_FUNCTIONS), names
+
+
+def test_recipe_rejects_unknown_switch_values_by_name():
+    import pytest
+
+    from segzero_model.rewards import recipe_rewards
+
+    with pytest.raises(ValueError, match="format 'loose'.*strict, soft"):
+        recipe_rewards(format="loose")
+    with pytest.raises(ValueError, match="accuracy 'medium'"):
+        recipe_rewards(accuracy="medium")
+    with pytest.raises(ValueError, match="answer 'mask'"):
+        recipe_rewards(answer="mask")
+
+
+def test_box_only_and_points_only_formats():
+    from segzero_model.rewards import (
+        soft_box_format_reward,
+        soft_points_format_reward,
+        strict_box_format_reward,
+        strict_format_reward,
+        strict_points_format_reward,
+    )
+
+    completions = [BOX_ONLY, POINTS_ONLY, "<answer>{'bbox': [1,2,3]}</answer>", "garbage"]
+    assert strict_box_format_reward(completions) == [1.0, 0.0, 0.0, 0.0]
+    assert strict_points_format_reward(completions) == [0.0, 1.0, 0.0, 0.0]
+    assert soft_box_format_reward(completions) == [1.0, 0.0, 0.0, 0.0]
+    assert soft_points_format_reward(completions) == [0.0, 1.0, 0.0, 0.0]
+    # The full answer needs both, so neither partial answer passes it.
+    assert strict_format_reward(completions) == [0.0, 0.0, 0.0, 0.0]
+    assert soft_points_format_reward(["<answer>{'Point_a': [1,2], 'pointB': [3,4]}</answer>"]) == [
+        1.0
+    ]
+
+
+def test_points_only_rewards_need_no_box():
+    from segzero_model.rewards import (
+        points_only_reward,
+        points_reward,
+        soft_points_only_reward,
+    )
+
+    completions = [POINTS_ONLY, POINTS_FAR_OUTSIDE_ANY_BOX, BOX_ONLY]
+    truth = [FIGURE2_GT] * 3
+    assert points_only_reward(completions, solution=truth) == [1.0, 1.0, 0.0]
+    # The full recipe's point reward wants the points inside the predicted box.
+    assert points_reward(completions, solution=truth) == [0.0, 0.0, 0.0]
+    soft = soft_points_only_reward(
+        [POINTS_ONLY, '<answer>{"points_1": [183,235], "points_2": [168,389]}</answer>'],
+        solution=truth[:2],
+    )
+    assert soft[0] == 1.0 and abs(soft[1] - (1 - 42 / 840)) < 1e-9  # mean of 0 and 84 px
