@@ -33,7 +33,15 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "ruff>=0.6", "datasets>=3.0"],
-        "training": ["datasets>=3.0", "pycocotools>=2.0.8", "tqdm>=4.66"],
+        "training": [
+            "datasets>=3.0",
+            "pycocotools>=2.0.8",
+            "tqdm>=4.66",
+            "trl>=1.16,<2",
+            "deepspeed>=0.17",
+            "matplotlib>=3.8",
+            "pyyaml>=6.0",
+        ],
     },
     entry_points={
         "console_scripts": [

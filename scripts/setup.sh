@@ -25,6 +25,7 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c cons
 # which only post-processes masks), so pip does not fetch a second torch for the build.
 "${pip[@]}" torch torchvision setuptools wheel hydra-core iopath
 SAM2_BUILD_CUDA=0 "${pip[@]}" --no-build-isolation sam2
-"${pip[@]}" -e '.[test]'
+# The training extra (TRL, DeepSpeed, datasets, ...) too: the tests run GRPO and SFT steps.
+"${pip[@]}" -e '.[test,training]'
 echo "$wanted" > "$stamp"
 echo "setup: installed into .venv"

@@ -64,3 +64,10 @@ def build_prompt(query: str, *, thinking: bool = True, answer: str = "box_points
         f"Output {output} inside the interested object in JSON format."
         f"i.e., {shape}"
     )
+
+
+def build_messages(query: str, *, thinking: bool = True, answer: str = "box_points") -> list[dict]:
+    """The chat the model gets: one user turn, the image then `build_prompt`'s text. Inference
+    and training both build it here, so the model is trained on what it is later asked."""
+    text = build_prompt(query, thinking=thinking, answer=answer)
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from segzero_model.device import default_attention, resolve_device, resolve_dtype
 from segzero_model.errors import ModelNotFoundError
 from segzero_model.geometry import REASONING_SIZE
-from segzero_model.prompt import build_prompt
+from segzero_model.prompt import build_messages
 
 if TYPE_CHECKING:
     import numpy as np
@@ -83,7 +83,7 @@ class Reasoner:
         torch_dtype = resolve_dtype(device, dtype)
         attn_implementation = attn_implementation or default_attention(device)
         model_id = os.fspath(model)
-        path = _resolve_checkpoint(model_id, is_path=isinstance(model, os.PathLike))
+        path = resolve_checkpoint(model_id, is_path=isinstance(model, os.PathLike))
 
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -207,7 +207,7 @@ class Reasoner:
         pictures = [_reasoning_image(image) for image in images]
         texts = [
             self.processor.apply_chat_template(
-                _conversation(query), tokenize=False, add_generation_prompt=True
+                build_messages(query), tokenize=False, add_generation_prompt=True
             )
             for query in queries
         ]
@@ -232,15 +232,6 @@ class Reasoner:
         self.close()
 
 
-def _conversation(query: str) -> list[dict]:
-    return [
-        {
-            "role": "user",
-            "content": [{"type": "image"}, {"type": "text", "text": build_prompt(query)}],
-        }
-    ]
-
-
 def _reasoning_image(image) -> Image.Image:
     """RGB PIL image at 840x840 (bilinear), the frame the model answers in. Any layout that
     `images.to_rgb8` takes (gray, RGBA, 16-bit, float, PIL of any mode) is converted first."""
@@ -252,7 +243,7 @@ def _reasoning_image(image) -> Image.Image:
     return Image.fromarray(to_rgb8(image)).resize(size, Image.BILINEAR)
 
 
-def _resolve_checkpoint(name: str, *, is_path: bool) -> Path:
+def resolve_checkpoint(name: str, *, is_path: bool = False) -> Path:
     """A complete local checkpoint directory for `name`: the directory itself, the HF cache's
     snapshot of a hub id, or a fresh download; ModelNotFoundError otherwise, fast when offline."""
     path = Path(name).expanduser()

@@ -49,3 +49,15 @@ def tiny_segmenter(tiny_sam2_dir):
     from segzero_model.segmenter import Segmenter
 
     return Segmenter.from_pretrained(tiny_sam2_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def training_data_dir(tmp_path_factory):
+    """Four synthetic rows in the released training layout, saved as the released data are."""
+    from datasets import DatasetDict
+
+    from training.synthetic import synthetic_dataset
+
+    path = tmp_path_factory.mktemp("training-data") / "synthetic"
+    DatasetDict({"train": synthetic_dataset(4, seed=0)}).save_to_disk(str(path))
+    return path

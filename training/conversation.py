@@ -1,0 +1,58 @@
+"""Training rows (the released ``refCOCOg_9k_840`` layout) as TRL conversational examples.
+
+GRPO and SFT both build their examples here, from `segzero_model.prompt.build_messages`, so a
+model is trained on exactly the chat the reasoner later sends it:
+
+- GRPO: ``prompt`` (the user turn: image + prompt text), ``image`` (the 840x840 image),
+  ``solution`` (the ground truth the rewards read); ``id`` and the original size stay beside.
+- SFT: the same ``prompt`` and ``image`` plus ``completion``, the assistant turn
+  ``<answer>{"bbox": [...], "points_1": [...], "points_2": [...]}</answer>``: the answer JSON in
+  the format the strict rewards and the inference parser accept, and no reasoning.
+
+Adding columns with `Dataset.map` keeps the stored images as they are (no decode, no re-encode).
+"""
+
+from __future__ import annotations
+
+import json
+
+from segzero_model.prompt import build_messages
+from segzero_model.rewards import STRICT_KEYS, parse_solution
+
+
+def answer_json(solution: object, answer: str = "box_points") -> str:
+    """The ground truth (`parse_solution` formats) as the answer JSON of the `answer` variant,
+    with integer coordinates, e.g. ``{"bbox": [35, 60, 354, 423], "points_1": [183, 235], ...}``."""
+    if answer not in STRICT_KEYS:
+        raise ValueError(f"unknown answer variant {answer!r}; valid: {list(STRICT_KEYS)}")
+    box, (point_1, point_2) = parse_solution(solution)
+    values = {"bbox": box, "points_1": point_1, "points_2": point_2}
+    return json.dumps({key: [round(v) for v in values[key]] for key, _ in STRICT_KEYS[answer]})
+
+
+def target_completion(solution: object, answer: str = "box_points") -> list[dict]:
+    """The SFT target: one assistant turn holding only the tagged answer."""
+    text = f"<answer>{answer_json(solution, answer)}</answer>"
+    return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
+
+
+def grpo_dataset(dataset, *, thinking: bool = True, answer: str = "box_points"):
+    """`dataset` with the ``prompt`` column GRPOTrainer samples completions for."""
+    return dataset.map(
+        lambda problem: {"prompt": build_messages(problem, thinking=thinking, answer=answer)},
+        input_columns="problem",
+        desc="prompts",
+    )
+
+
+def sft_dataset(dataset, *, answer: str = "box_points"):
+    """`dataset` as prompt-completion pairs for SFTTrainer: the no-thinking prompt (the paper's
+    SFT baseline answers without reasoning) and the ground-truth answer as the completion."""
+    return dataset.map(
+        lambda problem, solution: {
+            "prompt": build_messages(problem, thinking=False, answer=answer),
+            "completion": target_completion(solution, answer),
+        },
+        input_columns=["problem", "solution"],
+        desc="prompt-completion pairs",
+    )

@@ -1,0 +1,285 @@
+"""GRPO training of the Seg-Zero reasoning model: pure RL from rule-based rewards (TRL).
+
+    python training/grpo.py --config training/configs/seg_zero_3b.yaml [key=value ...]
+    accelerate launch --num_processes 8 training/grpo.py --config ... [key=value ...]
+    python training/grpo.py --config ... --check     # only the pre-flight checks
+
+The model gets each training image (840x840) and the prompt of `segzero_model.prompt`, samples
+``num_generations`` completions per prompt and is pushed towards the ones the rewards of
+`segzero_model.rewards` score higher; SAM2 plays no part in training. Keys are the fields of
+`SegZeroArguments` (model, data and the paper's ablation switches) and of TRL's `GRPOConfig`,
+whose defaults here are the paper's (`SegZeroGRPOConfig`).
+
+Before anything is loaded for training, every check of `training.preflight` runs and all
+problems are reported at once (exit code 2). During training TRL logs each reward's mean
+(``rewards/<name>_reward/mean``) and the completion length (``completions/mean_length``) every
+step, the curves of the paper's Figures 7 and 8; they are also appended to
+``OUTPUT_DIR/metrics.jsonl``. Checkpoints (``checkpoint-N``) resume with
+``resume_from_checkpoint=true``. The final model and processor are saved in Hugging Face format
+in ``output_dir`` with ``segzero_recipe.json`` beside them, ready for
+``segzero infer --reasoning-model OUTPUT_DIR``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+if __package__ in (None, ""):  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trl import GRPOConfig  # noqa: E402
+
+from training import preflight  # noqa: E402
+from training.recipe import RecipeError, parse_recipe, split_command_line  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+EXIT_BAD_RECIPE = 2
+RECIPE_FILE = "segzero_recipe.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class SegZeroArguments:
+    """What to train, on what, and which of the paper's reward recipes."""
+
+    model_name_or_path: str = field(
+        default="Qwen/Qwen2.5-VL-3B-Instruct",
+        metadata={"help": "Base model: a hub id or a local checkpoint directory."},
+    )
+    dataset_path: str | None = field(
+        default=None,
+        metadata={"help": "Training data saved by training/prepare_data.py (or the released)."},
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split of dataset_path."})
+    max_samples: int | None = field(
+        default=None, metadata={"help": "Train on the first N rows only (quick runs)."}
+    )
+    dtype: Literal["bfloat16", "float16", "float32", "auto"] = field(
+        default="bfloat16", metadata={"help": "Dtype the model is loaded in."}
+    )
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "e.g. flash_attention_2 or sdpa; None: transformers'."}
+    )
+    global_batch_size: int = field(
+        default=16,
+        metadata={
+            "help": "Prompts per optimizer step (the paper's batch size); each is sampled "
+            "num_generations times."
+        },
+    )
+    thinking: bool = field(
+        default=True,
+        metadata={"help": "False: no <think> in the prompt and no thinking reward (no-CoT)."},
+    )
+    format_reward: Literal["strict", "soft"] = field(default="strict")
+    accuracy_reward: Literal["hard", "soft"] = field(default="hard")
+    answer: Literal["box_points", "box", "points"] = field(
+        default="box_points", metadata={"help": "What the model answers (Table 2 ablation)."}
+    )
+
+    def reward_names(self) -> tuple[str, ...]:
+        from segzero_model.rewards import recipe_rewards
+
+        return recipe_rewards(
+            thinking=self.thinking,
+            format=self.format_reward,
+            accuracy=self.accuracy_reward,
+            answer=self.answer,
+        )
+
+
+@dataclass
+class SegZeroGRPOConfig(GRPOConfig):
+    """TRL's GRPOConfig with the paper's defaults (Section 4.1 and the official recipe).
+    Gradient checkpointing is on by TRL's own default."""
+
+    learning_rate: float = field(default=1e-6)
+    weight_decay: float = field(default=0.01)
+    beta: float = field(default=0.005, metadata={"help": "KL coefficient to the reference."})
+    num_generations: int | None = field(default=8)
+    temperature: float = field(default=1.0)
+    max_completion_length: int | None = field(default=1024)
+    per_device_train_batch_size: int = field(default=8)
+    gradient_accumulation_steps: int = field(default=16)
+    bf16: bool | None = field(default=True)
+    logging_steps: float = field(default=1)
+    save_steps: float = field(default=50)
+    report_to: None | str | list[str] = field(default="none")
+    output_dir: str | None = field(default="runs/seg_zero")
+
+
+# --------------------------------------------------------------------------- pre-flight
+
+
+def recipe_checks(values, given: set[str]) -> list[str]:
+    """Checks on the parsed values alone (no model or data loaded): batch arithmetic, output
+    directory, DeepSpeed config, vLLM availability."""
+    processes = preflight.world_size()
+    problems = preflight.batch_problems(
+        global_batch_size=values.global_batch_size,
+        num_generations=values.num_generations or 0,
+        per_device_train_batch_size=values.per_device_train_batch_size,
+        gradient_accumulation_steps=values.gradient_accumulation_steps,
+        processes=processes,
+    )
+    problems += preflight.output_dir_problems(values.output_dir, values.resume_from_checkpoint)
+    problems += preflight.deepspeed_problems(
+        values.deepspeed,
+        dtype=values.dtype,
+        bf16=bool(values.bf16),
+        fp16=bool(values.fp16),
+        per_device_train_batch_size=values.per_device_train_batch_size,
+        gradient_accumulation_steps=values.gradient_accumulation_steps,
+        processes=processes,
+    )
+    if "use_vllm" in given and values.use_vllm and not vllm_available():
+        problems.append("use_vllm=true but vllm is not installed: pip install vllm")
+    return problems
+
+
+def vllm_available() -> bool:
+    """vLLM generation needs the package and a CUDA GPU."""
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def model_and_data_problems(args: SegZeroArguments, config: GRPOConfig) -> list[str]:
+    """Checks that load the model's config and processor and the dataset (not the weights)."""
+    problems = preflight.model_problems(args.model_name_or_path)
+    problems += preflight.dataset_problems(args.dataset_path, args.dataset_split)
+    if problems:
+        return problems
+    from transformers import AutoConfig, AutoProcessor
+
+    from segzero_model.prompt import build_messages
+    from segzero_model.reasoner import resolve_checkpoint
+
+    path = resolve_checkpoint(args.model_name_or_path)
+    return preflight.prompt_problems(
+        AutoProcessor.from_pretrained(path),
+        AutoConfig.from_pretrained(path),
+        build_messages("the object", thinking=args.thinking, answer=args.answer),
+        max_completion_length=config.max_completion_length,
+        vllm_max_model_length=config.vllm_max_model_length if config.use_vllm else None,
+    )
+
+
+def parse_and_check(argv: list[str] | None):
+    """(SegZeroArguments, SegZeroGRPOConfig, check_only) after every pre-flight check passed;
+    RecipeError with all problems otherwise."""
+    command_line = split_command_line(sys.argv[1:] if argv is None else argv, flags=["--check"])
+    args, config, given = parse_recipe(
+        (SegZeroArguments, SegZeroGRPOConfig), command_line, checks=[recipe_checks]
+    )
+    if "use_vllm" not in given:
+        config.use_vllm = vllm_available()
+    problems = model_and_data_problems(args, config)
+    if problems:
+        raise RecipeError(problems)
+    return args, config, "--check" in command_line.flags
+
+
+# --------------------------------------------------------------------------- training
+
+
+def metrics_callback(output_dir: str):
+    """A TrainerCallback appending every log (rewards, lengths, loss, KL) to metrics.jsonl."""
+    from transformers import TrainerCallback
+
+    class MetricsFileCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                path = Path(output_dir) / METRICS_FILE
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("a") as file:
+                    file.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+    return MetricsFileCallback()
+
+
+def build_trainer(args: SegZeroArguments, config: GRPOConfig):
+    """A GRPOTrainer for the recipe: the model (by path, loaded by TRL in `dtype`), the data as
+    prompts, the recipe's reward functions, left padding."""
+    from transformers import AutoProcessor
+    from trl import GRPOTrainer
+
+    from segzero_model.reasoner import resolve_checkpoint
+    from segzero_model.rewards import get_reward_functions
+    from training.conversation import grpo_dataset
+    from training.prepare_data import load_training_dataset
+
+    dataset = load_training_dataset(args.dataset_path, args.dataset_split)
+    if args.max_samples is not None:
+        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+    dataset = grpo_dataset(dataset, thinking=args.thinking, answer=args.answer)
+    path = resolve_checkpoint(args.model_name_or_path)
+    init = dict(config.model_init_kwargs or {})
+    init.setdefault("dtype", args.dtype)
+    if args.attn_implementation:
+        init.setdefault("attn_implementation", args.attn_implementation)
+    config.model_init_kwargs = init
+    processor = AutoProcessor.from_pretrained(path, padding_side="left")
+    return GRPOTrainer(
+        model=str(path),
+        reward_funcs=get_reward_functions(args.reward_names()),
+        args=config,
+        train_dataset=dataset,
+        processing_class=processor,
+        callbacks=[metrics_callback(config.output_dir)],
+    )
+
+
+def resume_argument(config: GRPOConfig) -> str | bool | None:
+    """What Trainer.train(resume_from_checkpoint=...) takes: True = the latest checkpoint."""
+    value = config.resume_from_checkpoint
+    if value in (None, "", "false", "False"):
+        return None
+    return True if value in ("true", "True") else value
+
+
+def save_final(trainer, args: SegZeroArguments, config: GRPOConfig) -> Path:
+    """Model + processor in Hugging Face format, and the recipe that produced them."""
+    output = Path(config.output_dir)
+    trainer.save_model(str(output))
+    if trainer.accelerator.is_main_process:
+        recipe = {
+            "method": "grpo",
+            "base_model": args.model_name_or_path,
+            "rewards": list(args.reward_names()),
+            "steps": trainer.state.global_step,
+            **{k: v for k, v in asdict(args).items() if k != "model_name_or_path"},
+        }
+        (output / RECIPE_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args, config, check_only = parse_and_check(argv)
+    except RecipeError as error:
+        print(f"grpo.py: {error}", file=sys.stderr)
+        return EXIT_BAD_RECIPE
+    logger.info("rewards: %s; vLLM generation: %s", ", ".join(args.reward_names()), config.use_vllm)
+    if check_only:
+        print("grpo.py: pre-flight checks passed")
+        return 0
+    trainer = build_trainer(args, config)
+    trainer.train(resume_from_checkpoint=resume_argument(config))
+    output = save_final(trainer, args, config)
+    logger.info("final model saved in %s", output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

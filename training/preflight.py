@@ -1,0 +1,243 @@
+"""Checks that run before training starts, so a run fails in seconds, not after hours.
+
+Each check returns a list of problems (empty when fine); each problem names the key to change.
+The training scripts collect all of them and report them together (`training.recipe`).
+The two that cost users of the official code the most: batch sizes that do not divide, and an
+image that the processor resizes (or a length limit that cuts its tokens), which silently
+moves the 840x840 answer frame.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from segzero_model.geometry import REASONING_SIZE
+
+QWEN_VL_TYPES = ("qwen2_5_vl", "qwen2_vl")
+
+
+def world_size() -> int:
+    """Processes of this run (``accelerate launch`` sets WORLD_SIZE; a plain python run is 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def model_problems(name: str, key: str = "model_name_or_path") -> list[str]:
+    """The model must be a complete local checkpoint (or cached / downloadable hub id) of a
+    Qwen2-VL or Qwen2.5-VL model: Seg-Zero's prompt and image-token checks assume one."""
+    from segzero_model.errors import ModelNotFoundError
+    from segzero_model.reasoner import resolve_checkpoint
+
+    try:
+        path = resolve_checkpoint(name)
+    except ModelNotFoundError as error:
+        return [f"{key}: {error}"]
+    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    if model_type not in QWEN_VL_TYPES:
+        return [f"{key}: {name!r} is a {model_type!r} model; Seg-Zero trains {QWEN_VL_TYPES}"]
+    return []
+
+
+def dataset_problems(path: str | None, split: str, key: str = "dataset_path") -> list[str]:
+    """The training data must load (`prepare_data.load_training_dataset`), be non-empty and
+    hold 840x840 images: the solutions are in that frame."""
+    from training.prepare_data import load_training_dataset
+
+    if not path:
+        return [f"{key} is not set: point it at a dataset made by training/prepare_data.py"]
+    try:
+        dataset = load_training_dataset(path, split)
+    except (FileNotFoundError, ValueError) as error:
+        hint = "dataset_split" if "split" in str(error) else key
+        return [f"{hint}: {error}"]
+    if len(dataset) == 0:
+        return [f"{key}: split {split!r} of {path} has no rows"]
+    size = dataset[0]["image"].size
+    if size != (REASONING_SIZE, REASONING_SIZE):
+        return [
+            f"{key}: images must be {REASONING_SIZE}x{REASONING_SIZE} (the frame the solutions "
+            f"are in), the first is {size[0]}x{size[1]}; rebuild it with training/prepare_data.py"
+        ]
+    return []
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The ``checkpoint-N`` directory with the highest N in `output_dir`, or None."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    steps = [
+        (int(match.group(1)), child)
+        for child in folder.iterdir()
+        if child.is_dir() and (match := re.fullmatch(r"checkpoint-(\d+)", child.name))
+    ]
+    return max(steps)[1] if steps else None
+
+
+def output_dir_problems(output_dir: str, resume: object) -> list[str]:
+    """Refuse to start over silently on top of an earlier run's checkpoints, or to resume from
+    a checkpoint that does not exist."""
+    latest = latest_checkpoint(output_dir)
+    if resume in (None, False, "", "false", "False"):
+        if latest is not None:
+            return [
+                f"output_dir {output_dir} already holds checkpoints (latest {latest.name}): set "
+                "resume_from_checkpoint=true to continue that run, or choose another output_dir"
+            ]
+        return []
+    if resume in (True, "true", "True"):
+        if latest is None:
+            return [
+                f"resume_from_checkpoint=true but {output_dir} holds no checkpoint-N directory; "
+                "unset it to start a new run"
+            ]
+        return []
+    if not Path(str(resume)).is_dir():
+        return [f"resume_from_checkpoint: {resume} is not a directory"]
+    return []
+
+
+def batch_problems(
+    *,
+    global_batch_size: int,
+    num_generations: int,
+    per_device_train_batch_size: int,
+    gradient_accumulation_steps: int,
+    processes: int,
+) -> list[str]:
+    """One optimizer step must train on exactly `global_batch_size` prompts x `num_generations`
+    samples, and every micro-batch split must keep whole groups of one prompt's samples."""
+    problems = []
+    if num_generations < 2:
+        problems.append(
+            f"num_generations={num_generations}: GRPO compares samples of the same prompt, so it "
+            "needs at least 2 (the paper uses 8; 16 for the final model)"
+        )
+        return problems
+    wanted = global_batch_size * num_generations
+    per_step = per_device_train_batch_size * processes
+    have = per_step * gradient_accumulation_steps
+    if have != wanted:
+        hint = ""
+        if wanted % per_step == 0:
+            hint = f"; set gradient_accumulation_steps={wanted // per_step}"
+        problems.append(
+            f"global_batch_size={global_batch_size} prompts x num_generations={num_generations} = "
+            f"{wanted} completions per step, but per_device_train_batch_size="
+            f"{per_device_train_batch_size} x {processes} process(es) x "
+            f"gradient_accumulation_steps={gradient_accumulation_steps} = {have}{hint}"
+        )
+    elif have % num_generations:
+        problems.append(
+            f"{have} completions per step do not split into groups of num_generations="
+            f"{num_generations}"
+        )
+    return problems
+
+
+def prompt_problems(
+    processor,
+    model_config,
+    prompt: list[dict],
+    *,
+    max_completion_length: int,
+    vllm_max_model_length: int | None = None,
+) -> list[str]:
+    """Tokenise one real prompt with its 840x840 image: the processor must keep the image at
+    840x840 (else the model answers in another frame), and prompt + completion must fit every
+    length limit, so no image token is ever cut."""
+    from PIL import Image
+
+    image = Image.new("RGB", (REASONING_SIZE, REASONING_SIZE))
+    text = processor.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    batch = processor(text=[text], images=[image], return_tensors="pt")
+    problems = []
+    patch = getattr(processor.image_processor, "patch_size", 14)
+    _, rows, cols = (int(v) for v in batch["image_grid_thw"][0])
+    if (rows * patch, cols * patch) != (REASONING_SIZE, REASONING_SIZE):
+        problems.append(
+            f"the processor resizes the {REASONING_SIZE}x{REASONING_SIZE} image to "
+            f"{cols * patch}x{rows * patch}: set max_pixels >= {REASONING_SIZE**2} and "
+            f"min_pixels <= {REASONING_SIZE**2} in the model's preprocessor_config.json"
+        )
+    prompt_tokens = int(batch["input_ids"].shape[1])
+    total = prompt_tokens + max_completion_length
+    text_config = getattr(model_config, "text_config", model_config)
+    limits = {"the model's max_position_embeddings": text_config.max_position_embeddings}
+    if vllm_max_model_length is not None:
+        limits["vllm_max_model_length"] = vllm_max_model_length
+    for name, limit in limits.items():
+        if limit is not None and total > limit:
+            problems.append(
+                f"a prompt takes {prompt_tokens} tokens (image included) and max_completion_length"
+                f"={max_completion_length}: {total} > {name}={limit}; lower max_completion_length"
+                + (" or raise vllm_max_model_length" if name == "vllm_max_model_length" else "")
+            )
+    return problems
+
+
+def _enabled(section: object) -> object:
+    return section.get("enabled", False) if isinstance(section, dict) else False
+
+
+def deepspeed_problems(
+    deepspeed: object,
+    *,
+    dtype: str,
+    bf16: bool,
+    fp16: bool,
+    per_device_train_batch_size: int,
+    gradient_accumulation_steps: int,
+    processes: int,
+) -> list[str]:
+    """A DeepSpeed ZeRO config (path or dict) must exist, be ZeRO-2 or ZeRO-3, and agree with
+    the model's dtype and the trainer's precision and batch sizes ("auto" always agrees)."""
+    if not deepspeed:
+        return []
+    import importlib.util
+
+    problems = []
+    if importlib.util.find_spec("deepspeed") is None:
+        problems.append("deepspeed is set but DeepSpeed is not installed: pip install deepspeed")
+    if isinstance(deepspeed, dict):
+        config = deepspeed
+    else:
+        path = Path(str(deepspeed))
+        if not path.is_file():
+            return problems + [f"deepspeed: config file {path} does not exist"]
+        try:
+            config = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            return problems + [f"deepspeed: {path} is not valid JSON ({error})"]
+    stage = (config.get("zero_optimization") or {}).get("stage")
+    if stage not in (2, 3):
+        problems.append(
+            f"deepspeed: zero_optimization.stage is {stage!r}; use training/configs/zero2.json "
+            "or zero3.json (ZeRO-2 or ZeRO-3)"
+        )
+    ds_bf16, ds_fp16 = _enabled(config.get("bf16")), _enabled(config.get("fp16"))
+    if ds_bf16 is True and (not bf16 or dtype not in ("bfloat16", "auto")):
+        problems.append(
+            f"deepspeed: the config enables bf16 but the model is loaded as dtype={dtype} with "
+            f"bf16={bf16}: set dtype=bfloat16 and bf16=true, or bf16.enabled 'auto' in the config"
+        )
+    if ds_fp16 is True and (not fp16 or dtype not in ("float16", "auto")):
+        problems.append(
+            f"deepspeed: the config enables fp16 but the model is loaded as dtype={dtype} with "
+            f"fp16={fp16}: Qwen2.5-VL trains in bf16; set fp16.enabled 'auto' or false"
+        )
+    fixed = {
+        "train_micro_batch_size_per_gpu": per_device_train_batch_size,
+        "gradient_accumulation_steps": gradient_accumulation_steps,
+        "train_batch_size": per_device_train_batch_size * processes * gradient_accumulation_steps,
+    }
+    for name, expected in fixed.items():
+        value = config.get(name, "auto")
+        if value != "auto" and value != expected:
+            problems.append(
+                f"deepspeed: {name}={value} in the config but the trainer uses {expected}; "
+                f'write "{name}": "auto" in the config'
+            )
+    return problems
