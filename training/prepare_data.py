@@ -234,7 +234,7 @@ def folder_samples(folder: str | os.PathLike) -> list[RawSample]:
     if not images.is_dir():
         raise ValueError(
             f"{folder} has neither annotations.jsonl nor images/: expected annotations.jsonl "
-            "lines {\"image\": ..., \"mask\": ..., \"text\": ...} or images/NAME.jpg, "
+            'lines {"image": ..., "mask": ..., "text": ...} or images/NAME.jpg, '
             "masks/NAME.png and texts/NAME.txt"
         )
     masks = {p.stem: p for p in sorted((folder / "masks").glob("*")) if p.is_file()}
@@ -510,7 +510,7 @@ def load_training_dataset(path: str | os.PathLike, split: str = "train"):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prepare_data.py",
-        description="Build Seg-Zero training data (refCOCOg_9k_840 layout) from masks and texts."
+        description="Build Seg-Zero training data (refCOCOg_9k_840 layout) from masks and texts.",
     )
     source = parser.add_argument_group("source (--folder, or --coco-images with --refcoco)")
     source.add_argument("--folder", type=Path, help="folder of images, masks and texts")
