@@ -1,6 +1,9 @@
 """The Seg-Zero user prompt: by default byte-identical to the released checkpoints' training
 prompt; variants for the paper's ablations (no thinking; box-only or points-only answers)."""
 
+import os
+from pathlib import Path
+
 ANSWER_EXAMPLE = "{'bbox': [10,100,200,210], 'points_1': [30,110], 'points_2': [35,180]}"
 
 # Sentences are joined with no space, exactly as in the released training code.
@@ -71,3 +74,22 @@ def build_messages(query: str, *, thinking: bool = True, answer: str = "box_poin
     and training both build it here, so the model is trained on what it is later asked."""
     text = build_prompt(query, thinking=thinking, answer=answer)
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+
+
+# Written by training/grpo.py and training/sft.py beside a trained model: how it was prompted.
+RECIPE_FILE = "segzero_recipe.json"
+
+
+def checkpoint_prompt_variant(checkpoint_dir: str | os.PathLike) -> dict:
+    """``{"thinking": bool, "answer": str}`` a checkpoint was trained with, from its recipe
+    file; the released prompt's values for a checkpoint without one (the released models)."""
+    import json
+
+    variant = {"thinking": True, "answer": "box_points"}
+    path = Path(checkpoint_dir) / RECIPE_FILE
+    if path.is_file():
+        recipe = json.loads(path.read_text())
+        variant.update({key: recipe[key] for key in variant if key in recipe})
+    if variant["answer"] not in ANSWER_VARIANTS or not isinstance(variant["thinking"], bool):
+        raise ValueError(f"{path}: unknown prompt variant {variant}")
+    return variant

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from segzero_model.device import default_attention, resolve_device, resolve_dtype
 from segzero_model.errors import ModelNotFoundError
 from segzero_model.geometry import REASONING_SIZE
-from segzero_model.prompt import build_messages
+from segzero_model.prompt import build_messages, checkpoint_prompt_variant
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,9 +52,21 @@ class Generation:
 class Reasoner:
     """A Qwen2.5-VL (or Qwen2-VL) checkpoint and its processor, ready for greedy generation."""
 
-    def __init__(self, model, processor, *, model_id: str, device: str, max_new_tokens: int):
+    def __init__(
+        self,
+        model,
+        processor,
+        *,
+        model_id: str,
+        device: str,
+        max_new_tokens: int,
+        thinking: bool = True,
+        answer: str = "box_points",
+    ):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        # The prompt variant the model was trained with (ablation checkpoints differ).
+        self.prompt_variant = {"thinking": thinking, "answer": answer}
         self.model = model
         self.processor = processor
         self.model_id = model_id
@@ -74,6 +86,8 @@ class Reasoner:
     ) -> Reasoner:
         """Load from a local directory or a hub id (the local HF cache first, then a download).
 
+        A checkpoint trained by training/grpo.py or sft.py carries the prompt variant it was
+        trained with (`prompt.RECIPE_FILE`); it is asked in that variant.
         Raises ModelNotFoundError, within seconds when offline, if the checkpoint cannot be had,
         and ValueError for a model type other than Qwen2.5-VL / Qwen2-VL.
         """
@@ -119,7 +133,14 @@ class Reasoner:
             attn_implementation,
             time.perf_counter() - started,
         )
-        return cls(net, processor, model_id=model_id, device=device, max_new_tokens=max_new_tokens)
+        return cls(
+            net,
+            processor,
+            model_id=model_id,
+            device=device,
+            max_new_tokens=max_new_tokens,
+            **checkpoint_prompt_variant(path),
+        )
 
     def generate(
         self,
@@ -207,7 +228,9 @@ class Reasoner:
         pictures = [_reasoning_image(image) for image in images]
         texts = [
             self.processor.apply_chat_template(
-                build_messages(query), tokenize=False, add_generation_prompt=True
+                build_messages(query, **self.prompt_variant),
+                tokenize=False,
+                add_generation_prompt=True,
             )
             for query in queries
         ]

@@ -234,3 +234,22 @@ def test_missing_models_fail_fast_with_the_name(tmp_path, name):
     assert time.monotonic() - started < 30
     if "/" in name:
         assert f"hf download {name}" in str(error.value)
+
+
+def test_a_trained_checkpoint_is_asked_in_its_recipes_prompt_variant(tiny_qwen_dir, tmp_path):
+    import json
+
+    from segzero_model.prompt import RECIPE_FILE
+
+    shutil.copytree(tiny_qwen_dir, tmp_path / "model")
+    recipe = {"method": "grpo", "thinking": False, "answer": "box"}
+    (tmp_path / "model" / RECIPE_FILE).write_text(json.dumps(recipe))
+    reasoner = Reasoner.from_pretrained(tmp_path / "model", device="cpu", max_new_tokens=4)
+    assert reasoner.prompt_variant == {"thinking": False, "answer": "box"}
+    inputs = reasoner.prepare_inputs([Image.new("RGB", (64, 48))], ["The Cup."])
+    text = reasoner.processor.tokenizer.decode(inputs["input_ids"][0])
+    assert build_prompt("the cup", thinking=False, answer="box") in text
+    assert "<think>" not in text
+    (tmp_path / "model" / RECIPE_FILE).write_text(json.dumps({"answer": "mask"}))
+    with pytest.raises(ValueError, match="unknown prompt variant"):
+        Reasoner.from_pretrained(tmp_path / "model", device="cpu")

@@ -35,13 +35,13 @@ if __package__ in (None, ""):  # run as a script: make the repository's packages
 
 from trl import GRPOConfig  # noqa: E402
 
+from segzero_model.prompt import RECIPE_FILE  # noqa: E402
 from training import preflight  # noqa: E402
 from training.recipe import RecipeError, parse_recipe, split_command_line  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 EXIT_BAD_RECIPE = 2
-RECIPE_FILE = "segzero_recipe.json"
 METRICS_FILE = "metrics.jsonl"
 
 
