@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from segzero_model.prompt import RECIPE_FILE
 from training import grpo, preflight
 from training.recipe import RecipeError, split_command_line
 
@@ -209,6 +210,27 @@ def test_deepspeed_configs_are_checked_against_the_model_and_batch():
     assert "enables bf16 but the model is loaded as dtype=float32" in fp32
 
 
+def test_16_bit_weights_need_deepspeed_and_old_names_clash_with_new(
+    tiny_qwen_dir, training_data_dir, tmp_path
+):
+    problems = problems_of(
+        tiny_recipe(
+            tiny_qwen_dir,
+            training_data_dir,
+            tmp_path / "run",
+            "dtype=bfloat16",
+            "gradient_checkpointing=true",
+            "activation_checkpointing=true",
+            'model_init_kwargs={"dtype": "float16"}',
+        )  # fmt: skip
+    )
+    assert len(problems) == 3, problems
+    assert problems[0].startswith("dtype=bfloat16 without deepspeed or fsdp")
+    assert "set deepspeed=training/configs/zero2.json" in problems[0]
+    assert "gradient_checkpointing (its deprecated name) would be ignored" in problems[1]
+    assert problems[2].startswith("model_init_kwargs: set dtype as its own key")
+
+
 def test_output_dir_with_checkpoints_needs_resume(tmp_path):
     (tmp_path / "checkpoint-2").mkdir()
     (tmp_path / "checkpoint-10").mkdir()
@@ -273,7 +295,7 @@ def test_two_steps_resume_and_the_result_loads_in_segzero_infer(
         for name in ("thinking_format", "strict_format", "box_iou", "box_l1", "points"):
             assert 0.0 <= log[f"rewards/{name}_reward/mean"] <= 1.0
         assert 1 <= log["completions/mean_length"] <= 8
-    recipe = json.loads((output / grpo.RECIPE_FILE).read_text())
+    recipe = json.loads((output / RECIPE_FILE).read_text())
     assert recipe["method"] == "grpo" and recipe["steps"] == 2 and recipe["thinking"] is True
 
     # A second run on the same output_dir must say how to continue ...
@@ -284,7 +306,7 @@ def test_two_steps_resume_and_the_result_loads_in_segzero_infer(
     assert grpo.main([*again, "resume_from_checkpoint=true"]) == 0
     logs = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert [log["step"] for log in logs if "reward" in log] == [1, 2, 3]
-    assert json.loads((output / grpo.RECIPE_FILE).read_text())["steps"] == 3
+    assert json.loads((output / RECIPE_FILE).read_text())["steps"] == 3
 
     from segzero_model.cli import main as segzero
 

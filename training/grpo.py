@@ -23,10 +23,9 @@ in ``output_dir`` with ``segzero_recipe.json`` beside them, ready for
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -35,38 +34,23 @@ if __package__ in (None, ""):  # run as a script: make the repository's packages
 
 from trl import GRPOConfig  # noqa: E402
 
-from segzero_model.prompt import RECIPE_FILE  # noqa: E402
 from training import preflight  # noqa: E402
 from training.recipe import RecipeError, parse_recipe, split_command_line  # noqa: E402
+from training.runs import (  # noqa: E402
+    EXIT_BAD_RECIPE,
+    ModelDataArguments,
+    metrics_callback,
+    resume_argument,
+    save_final,
+)
 
 logger = logging.getLogger(__name__)
 
-EXIT_BAD_RECIPE = 2
-METRICS_FILE = "metrics.jsonl"
-
 
 @dataclass
-class SegZeroArguments:
+class SegZeroArguments(ModelDataArguments):
     """What to train, on what, and which of the paper's reward recipes."""
 
-    model_name_or_path: str = field(
-        default="Qwen/Qwen2.5-VL-3B-Instruct",
-        metadata={"help": "Base model: a hub id or a local checkpoint directory."},
-    )
-    dataset_path: str | None = field(
-        default=None,
-        metadata={"help": "Training data saved by training/prepare_data.py (or the released)."},
-    )
-    dataset_split: str = field(default="train", metadata={"help": "Split of dataset_path."})
-    max_samples: int | None = field(
-        default=None, metadata={"help": "Train on the first N rows only (quick runs)."}
-    )
-    dtype: Literal["bfloat16", "float16", "float32", "auto"] = field(
-        default="bfloat16", metadata={"help": "Dtype the model is loaded in."}
-    )
-    attn_implementation: str | None = field(
-        default=None, metadata={"help": "e.g. flash_attention_2 or sdpa; None: transformers'."}
-    )
     global_batch_size: int = field(
         default=16,
         metadata={
@@ -119,26 +103,16 @@ class SegZeroGRPOConfig(GRPOConfig):
 
 
 def recipe_checks(values, given: set[str]) -> list[str]:
-    """Checks on the parsed values alone (no model or data loaded): batch arithmetic, output
-    directory, DeepSpeed config, vLLM availability."""
-    processes = preflight.world_size()
+    """Checks on the parsed values alone (no model or data loaded): batch arithmetic, those of
+    every training script (`preflight.trainer_problems`), vLLM availability."""
     problems = preflight.batch_problems(
         global_batch_size=values.global_batch_size,
         num_generations=values.num_generations or 0,
         per_device_train_batch_size=values.per_device_train_batch_size,
         gradient_accumulation_steps=values.gradient_accumulation_steps,
-        processes=processes,
+        processes=preflight.world_size(),
     )
-    problems += preflight.output_dir_problems(values.output_dir, values.resume_from_checkpoint)
-    problems += preflight.deepspeed_problems(
-        values.deepspeed,
-        dtype=values.dtype,
-        bf16=bool(values.bf16),
-        fp16=bool(values.fp16),
-        per_device_train_batch_size=values.per_device_train_batch_size,
-        gradient_accumulation_steps=values.gradient_accumulation_steps,
-        processes=processes,
-    )
+    problems += preflight.trainer_problems(values, given)
     if "use_vllm" in given and values.use_vllm and not vllm_available():
         problems.append("use_vllm=true but vllm is not installed: pip install vllm")
     return problems
@@ -192,21 +166,6 @@ def parse_and_check(argv: list[str] | None):
 # --------------------------------------------------------------------------- training
 
 
-def metrics_callback(output_dir: str):
-    """A TrainerCallback appending every log (rewards, lengths, loss, KL) to metrics.jsonl."""
-    from transformers import TrainerCallback
-
-    class MetricsFileCallback(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and logs:
-                path = Path(output_dir) / METRICS_FILE
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with path.open("a") as file:
-                    file.write(json.dumps({"step": state.global_step, **logs}) + "\n")
-
-    return MetricsFileCallback()
-
-
 def build_trainer(args: SegZeroArguments, config: GRPOConfig):
     """A GRPOTrainer for the recipe: the model (by path, loaded by TRL in `dtype`), the data as
     prompts, the recipe's reward functions, left padding."""
@@ -223,11 +182,7 @@ def build_trainer(args: SegZeroArguments, config: GRPOConfig):
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     dataset = grpo_dataset(dataset, thinking=args.thinking, answer=args.answer)
     path = resolve_checkpoint(args.model_name_or_path)
-    init = dict(config.model_init_kwargs or {})
-    init.setdefault("dtype", args.dtype)
-    if args.attn_implementation:
-        init.setdefault("attn_implementation", args.attn_implementation)
-    config.model_init_kwargs = init
+    config.model_init_kwargs = args.model_init_kwargs(config.model_init_kwargs)
     processor = AutoProcessor.from_pretrained(path, padding_side="left")
     return GRPOTrainer(
         model=str(path),
@@ -237,30 +192,6 @@ def build_trainer(args: SegZeroArguments, config: GRPOConfig):
         processing_class=processor,
         callbacks=[metrics_callback(config.output_dir)],
     )
-
-
-def resume_argument(config: GRPOConfig) -> str | bool | None:
-    """What Trainer.train(resume_from_checkpoint=...) takes: True = the latest checkpoint."""
-    value = config.resume_from_checkpoint
-    if value in (None, "", "false", "False"):
-        return None
-    return True if value in ("true", "True") else value
-
-
-def save_final(trainer, args: SegZeroArguments, config: GRPOConfig) -> Path:
-    """Model + processor in Hugging Face format, and the recipe that produced them."""
-    output = Path(config.output_dir)
-    trainer.save_model(str(output))
-    if trainer.accelerator.is_main_process:
-        recipe = {
-            "method": "grpo",
-            "base_model": args.model_name_or_path,
-            "rewards": list(args.reward_names()),
-            "steps": trainer.state.global_step,
-            **{k: v for k, v in asdict(args).items() if k != "model_name_or_path"},
-        }
-        (output / RECIPE_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
-    return output
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     trainer = build_trainer(args, config)
     trainer.train(resume_from_checkpoint=resume_argument(config))
-    output = save_final(trainer, args, config)
+    output = save_final(
+        trainer, config.output_dir, args, method="grpo", rewards=list(args.reward_names())
+    )
     logger.info("final model saved in %s", output)
     return 0
 

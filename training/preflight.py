@@ -241,3 +241,93 @@ def deepspeed_problems(
                 f'write "{name}": "auto" in the config'
             )
     return problems
+
+
+def precision_problems(
+    *, dtype: str, deepspeed: object, fsdp: object, learning_rate: float
+) -> list[str]:
+    """Without DeepSpeed or FSDP, which keep fp32 master weights, the optimizer updates the
+    loaded weights themselves: in 16 bits an AdamW step of ~learning_rate is below their
+    resolution (bf16 steps by ~1e-4 around 0.02) and is rounded away."""
+    if dtype in ("float32", "auto") or deepspeed or fsdp:
+        return []
+    return [
+        f"dtype={dtype} without deepspeed or fsdp trains 16-bit weights directly, and AdamW "
+        f"steps of ~learning_rate={learning_rate:g} round away: set deepspeed="
+        "training/configs/zero2.json (fp32 master weights), or dtype=float32 (bf16=true still "
+        "computes in bf16)"
+    ]
+
+
+# transformers' new names and their deprecated aliases: when both are given the alias is ignored.
+RENAMED_TRAINING_KEYS = {
+    "gradient_checkpointing": "activation_checkpointing",
+    "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
+}
+
+
+def alias_problems(given: set[str]) -> list[str]:
+    """A key given under both names (e.g. the recipe file's new one, the old one on the command
+    line) would be silently ignored in its old spelling."""
+    return [
+        f"{old} and {new} are both set; {old} (its deprecated name) would be ignored: set {new}"
+        for old, new in RENAMED_TRAINING_KEYS.items()
+        if old in given and new in given
+    ]
+
+
+def model_init_problems(model_init_kwargs: object) -> list[str]:
+    """dtype and attention are the recipe's own keys; set twice, one would silently win."""
+    init = model_init_kwargs
+    if isinstance(init, str):  # TRL decodes a JSON string later; look inside it now
+        try:
+            init = json.loads(init)
+        except json.JSONDecodeError:
+            return [f"model_init_kwargs: {init!r} is not a JSON object"]
+    init = init if isinstance(init, dict) else {}
+    return [
+        f"model_init_kwargs: set {key} as its own key ({key}=...), not in model_init_kwargs"
+        for key in ("dtype", "attn_implementation")
+        if key in init
+    ]
+
+
+def trainer_problems(values, given: set[str]) -> list[str]:
+    """The checks every training script runs on its parsed values (a namespace with the script
+    arguments and TRL's config): output directory, DeepSpeed config, weight precision, keys
+    given under two names or inside model_init_kwargs."""
+    problems = output_dir_problems(values.output_dir, values.resume_from_checkpoint)
+    problems += deepspeed_problems(
+        values.deepspeed,
+        dtype=values.dtype,
+        bf16=bool(values.bf16),
+        fp16=bool(values.fp16),
+        per_device_train_batch_size=values.per_device_train_batch_size,
+        gradient_accumulation_steps=values.gradient_accumulation_steps,
+        processes=world_size(),
+    )
+    problems += precision_problems(
+        dtype=values.dtype,
+        deepspeed=values.deepspeed,
+        fsdp=values.fsdp,
+        learning_rate=values.learning_rate,
+    )
+    problems += alias_problems(given)
+    return problems + model_init_problems(values.model_init_kwargs)
+
+
+def example_batch_problems(
+    global_batch_size: int | None, per_device: int, accumulation: int, processes: int
+) -> list[str]:
+    """SFT: one optimizer step must train on `global_batch_size` examples, whatever the GPU
+    count (None: not checked)."""
+    have = per_device * processes * accumulation
+    if global_batch_size is None or have == global_batch_size:
+        return []
+    hint = ""
+    if global_batch_size % (per_device * processes) == 0:
+        hint = f"; set gradient_accumulation_steps={global_batch_size // (per_device * processes)}"
+    return [
+        f"global_batch_size={global_batch_size} but per_device_train_batch_size={per_device} x "
+        f"{processes} process(es) x gradient_accumulation_steps={accumulation} = {have}{hint}"
+    ]

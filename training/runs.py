@@ -1,0 +1,93 @@
+"""What the GRPO and SFT scripts share around their TRL trainer: the model and data arguments,
+the metrics file, resuming, and the final save that `segzero infer` loads."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from segzero_model.prompt import RECIPE_FILE
+
+EXIT_BAD_RECIPE = 2
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class ModelDataArguments:
+    """The base model and the training data (fields both scripts take)."""
+
+    model_name_or_path: str = field(
+        default="Qwen/Qwen2.5-VL-3B-Instruct",
+        metadata={"help": "Base model: a hub id or a local checkpoint directory."},
+    )
+    dataset_path: str | None = field(
+        default=None,
+        metadata={"help": "Training data saved by training/prepare_data.py (or the released)."},
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split of dataset_path."})
+    max_samples: int | None = field(
+        default=None, metadata={"help": "Train on the first N rows only (quick runs)."}
+    )
+    dtype: Literal["bfloat16", "float16", "float32", "auto"] = field(
+        default="bfloat16",
+        metadata={
+            "help": "Dtype the model is loaded in; without DeepSpeed also the dtype of the "
+            "weights the optimizer updates (bf16=true computes in bf16 either way)."
+        },
+    )
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "e.g. flash_attention_2 or sdpa; None: transformers'."}
+    )
+
+    def model_init_kwargs(self, given: dict | None) -> dict:
+        """The trainer's model_init_kwargs: the user's, with this recipe's dtype and attention."""
+        init = dict(given or {})
+        init["dtype"] = self.dtype
+        if self.attn_implementation:
+            init["attn_implementation"] = self.attn_implementation
+        return init
+
+
+def metrics_callback(output_dir: str):
+    """A TrainerCallback appending every log (rewards, lengths, loss, KL) to metrics.jsonl, one
+    JSON object per line with its step: the curves, without TensorBoard or W&B."""
+    from transformers import TrainerCallback
+
+    class MetricsFileCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                path = Path(output_dir) / METRICS_FILE
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("a") as file:
+                    file.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+    return MetricsFileCallback()
+
+
+def resume_argument(config) -> str | bool | None:
+    """What Trainer.train(resume_from_checkpoint=...) takes: True = the latest checkpoint."""
+    value = config.resume_from_checkpoint
+    if value in (None, "", "false", "False"):
+        return None
+    return True if value in ("true", "True") else value
+
+
+def save_final(trainer, output_dir: str, args: ModelDataArguments, **recipe) -> Path:
+    """Model + processor in Hugging Face format, the trainer state (log history), and
+    `RECIPE_FILE`: the method, base model, data and prompt variant that produced them (the
+    reasoner reads the variant back)."""
+    output = Path(output_dir)
+    trainer.save_model(str(output))
+    trainer.save_state()
+    if trainer.accelerator.is_main_process:
+        values = asdict(args)
+        record = {
+            "base_model": values.pop("model_name_or_path"),
+            "steps": trainer.state.global_step,
+            **recipe,
+            **values,
+        }
+        (output / RECIPE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return output
