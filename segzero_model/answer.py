@@ -466,13 +466,44 @@ def _strict_numbers(value: object, key: str, count: int) -> list:
 
 
 def _parse_strict(text: str, high: int) -> Answer:
-    body = text.strip()
+    """The strict format is what the strict rewards score 1 (thinking format + strict
+    segmentation format), so the parser and the rewards can never disagree; `_strict_problem`
+    only says what is wrong when they reject."""
+    from segzero_model.rewards import (
+        answer_region,
+        strict_format_reward,
+        thinking_format_reward,
+    )
+
+    if thinking_format_reward([text]) != [1.0] or strict_format_reward([text]) != [1.0]:
+        _strict_problem(text, high)
+        raise AnswerFormatError(
+            f"strict: not the strict format (<think>...</think><answer>{{JSON with bbox, "
+            f"points_1, points_2}}</answer>, each tag once, nothing around): {_quote(text)}"
+        )
+    obj = first_json_object(answer_region(text))
+    thinking = text[len("<think>") : text.index("</think>")].strip()
+    box = _finish_box(_strict_numbers(obj["bbox"], "bbox", 4), "'bbox'", high)
+    points = (
+        _finish_point(_strict_numbers(obj["points_1"], "points_1", 2), "'points_1'", high),
+        _finish_point(_strict_numbers(obj["points_2"], "points_2", 2), "'points_2'", high),
+    )
+    return Answer(bbox=box, points=points, thinking=thinking)
+
+
+def _strict_problem(text: str, high: int) -> None:
+    """Raise AnswerFormatError naming the first way `text` departs from the strict format."""
+    if text != text.strip():
+        raise AnswerFormatError(
+            f"strict: nothing, not even white space, may come before <think> or after "
+            f"</answer>: {_quote(text)}"
+        )
+    body = text
     if not body.startswith("<think>"):
         raise AnswerFormatError(f"strict: the output must start with <think>: {_quote(body)}")
     think_end = body.find("</think>")
     if think_end < 0:
         raise AnswerFormatError(f"strict: <think> is never closed by </think>: {_quote(body)}")
-    thinking = body[len("<think>") : think_end].strip()
     rest = body[think_end + len("</think>") :].lstrip()
     if not rest.startswith("<answer>"):
         raise AnswerFormatError(
@@ -485,10 +516,6 @@ def _parse_strict(text: str, high: int) -> Answer:
     trailing = rest[answer_end + len("</answer>") :]
     if trailing.strip():
         raise AnswerFormatError(f"strict: text after </answer>: {_quote(trailing.strip())}")
-    if "```" in content:
-        raise AnswerFormatError(
-            f"strict: code fences are not allowed in the answer: {_quote(content)}"
-        )
     spans, _ = _object_spans(content, 0, len(content))
     if not spans:
         raise AnswerFormatError(f"strict: no JSON object in the answer: {_quote(content)}")
@@ -506,12 +533,9 @@ def _parse_strict(text: str, high: int) -> Answer:
                 f"strict: the answer's JSON object has no {key!r} key "
                 f"(found keys {[str(k) for k in obj]}{hint}): {_quote(span)}"
             )
-    box = _finish_box(_strict_numbers(obj["bbox"], "bbox", 4), "'bbox'", high)
-    points = (
-        _finish_point(_strict_numbers(obj["points_1"], "points_1", 2), "'points_1'", high),
-        _finish_point(_strict_numbers(obj["points_2"], "points_2", 2), "'points_2'", high),
-    )
-    return Answer(bbox=box, points=points, thinking=thinking)
+    _strict_numbers(obj["bbox"], "bbox", 4)
+    _strict_numbers(obj["points_1"], "points_1", 2)
+    _strict_numbers(obj["points_2"], "points_2", 2)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -521,8 +545,10 @@ def parse_answer(text: str, strict: bool = False, frame_size: int = 840) -> Answ
     """Parse one model reply into an `Answer` in the ``frame_size`` square frame.
 
     Lenient mode (default) recovers a box and/or two points from messy output; ``strict=True``
-    accepts only ``<think>...</think><answer>{bbox, points_1, points_2}</answer>``. Either way a
-    failure raises `AnswerFormatError` naming what was wrong.
+    accepts exactly what the thinking-format and strict-format rewards both score 1:
+    ``<think>...</think><answer>{bbox, points_1, points_2}</answer>``, each tag once, only white
+    space between the blocks and nothing around. Either way a failure raises
+    `AnswerFormatError` naming what was wrong.
     """
     if not isinstance(text, str):
         raise AnswerFormatError(

@@ -4,6 +4,7 @@ is pinned to exact values or an exact message."""
 from __future__ import annotations
 
 import dataclasses
+import random
 import re
 import time
 
@@ -364,8 +365,12 @@ def test_strict_missing_think():
         parse_answer(text, strict=True)
 
 
-def test_strict_allows_surrounding_whitespace_only():
-    assert parse_answer("\n  " + GOOD.replace("</think>", "</think>\n\n") + " \n", strict=True).bbox
+def test_strict_allows_whitespace_between_the_blocks_only():
+    assert parse_answer(GOOD.replace("</think>", "</think>\n\n"), strict=True).bbox
+    # "nothing around", as the thinking-format reward demands: not even white space
+    for text in ("\n  " + GOOD, GOOD + " \n"):
+        with pytest.raises(AnswerFormatError, match="strict: nothing, not even white space"):
+            parse_answer(text, strict=True)
     with pytest.raises(AnswerFormatError, match="strict: text after </answer>: 'Done.'"):
         parse_answer(GOOD + " Done.", strict=True)
 
@@ -411,10 +416,47 @@ def test_strict_rejects_alternate_keys(old, new, missing):
     assert parse_answer(GOOD.replace(old, new)).bbox == GOOD_BOX  # lenient takes it
 
 
-def test_strict_rejects_code_fences():
+def test_strict_takes_code_fences_inside_the_answer_as_the_strict_reward_does():
     text = GOOD.replace("<answer>", "<answer>```json\n").replace("</answer>", "\n```</answer>")
-    with pytest.raises(AnswerFormatError, match="strict: code fences are not allowed"):
-        parse_answer(text, strict=True)
+    assert parse_answer(text, strict=True).bbox == (35, 60, 354, 423)
+
+
+def test_strict_parser_accepts_exactly_what_the_strict_rewards_score_1():
+    from segzero_model.rewards import strict_format_reward, thinking_format_reward
+
+    pieces = {
+        "around": ["", " ", "\n", "x", "</answer>", "<think>"],
+        "thinking": ["x", " x ", "", "\n", "<answer>"],
+        "between": ["", " ", "\n", "x"],
+        "inside": ["", " ", "```json\n", "\n```", "x", "{", "}"],
+        "json": [
+            '{"bbox": [1, 2, 30, 40], "points_1": [5, 6], "points_2": [7, 8]}',
+            "{'bbox': [1,2,30,40], 'points_1': [5,6], 'points_2': [7,8]}",
+            '{"bbox": [1.5, 2, 900, 40], "points_1": [5, 6], "points_2": [7, 8], "x": 1}',
+            '{"bbox": [1, 2, 30, 40]}',
+            '{"bbox": [1, 2, 30, 40], "points_1": [5, 6], "points_2": [7, NaN]}',
+            '{"bbox": [1, 2, 30, 40], "points_1": [5, 6], "points_2": [7, 8],}',
+        ],
+    }
+    rng = random.Random(0)
+    agreed = accepted = 0
+    for _ in range(3000):
+        pick = {name: rng.choice(options) for name, options in pieces.items()}
+        text = (
+            f"{rng.choice(pieces['around'])}<think>{pick['thinking']}</think>{pick['between']}"
+            f"<answer>{pick['inside']}{pick['json']}{rng.choice(pieces['inside'])}</answer>"
+            f"{pick['around']}"
+        )
+        rewarded = thinking_format_reward([text]) == strict_format_reward([text]) == [1.0]
+        try:
+            parse_answer(text, strict=True)
+            parsed = True
+        except AnswerFormatError:
+            parsed = False
+        assert parsed == rewarded, text
+        agreed += 1
+        accepted += parsed
+    assert agreed == 3000 and 10 < accepted < 2990  # both outcomes were exercised
 
 
 def test_strict_rejects_trailing_commas_and_missing_json():
