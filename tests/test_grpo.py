@@ -272,6 +272,7 @@ def test_no_cot_box_only_recipe_builds_prompts_and_rewards(
             "answer=box",
             "format_reward=soft",
             "accuracy_reward=soft",
+            "freeze_vision_tower=true",
         )  # fmt: skip
     )
     trainer = grpo.build_trainer(args, config)
@@ -279,6 +280,9 @@ def test_no_cot_box_only_recipe_builds_prompts_and_rewards(
     assert names == ["soft_box_format_reward", "soft_box_iou_reward", "soft_box_l1_reward"]
     text = trainer.train_dataset[0]["prompt"][0]["content"][1]["text"]
     assert "<think>" not in text and "points" not in text and "{'bbox': [10,100,200,210]}" in text
+    trainable = {name: p.requires_grad for name, p in trainer.model.named_parameters()}
+    assert not any(on for name, on in trainable.items() if ".visual." in name)
+    assert all(on for name, on in trainable.items() if ".visual." not in name)
 
 
 # --------------------------------------------------------------------------- real training

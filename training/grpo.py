@@ -67,6 +67,10 @@ class SegZeroArguments(ModelDataArguments):
     answer: Literal["box_points", "box", "points"] = field(
         default="box_points", metadata={"help": "What the model answers (Table 2 ablation)."}
     )
+    freeze_vision_tower: bool = field(
+        default=False,
+        metadata={"help": "Train only the language model; the vision encoder stays as loaded."},
+    )
 
     def reward_names(self) -> tuple[str, ...]:
         from segzero_model.rewards import recipe_rewards
@@ -184,7 +188,7 @@ def build_trainer(args: SegZeroArguments, config: GRPOConfig):
     path = resolve_checkpoint(args.model_name_or_path)
     config.model_init_kwargs = args.model_init_kwargs(config.model_init_kwargs)
     processor = AutoProcessor.from_pretrained(path, padding_side="left")
-    return GRPOTrainer(
+    trainer = GRPOTrainer(
         model=str(path),
         reward_funcs=get_reward_functions(args.reward_names()),
         args=config,
@@ -192,6 +196,12 @@ def build_trainer(args: SegZeroArguments, config: GRPOConfig):
         processing_class=processor,
         callbacks=[metrics_callback(config.output_dir)],
     )
+    if args.freeze_vision_tower:  # before train() builds the optimizer
+        frozen = [p for name, p in trainer.model.named_parameters() if ".visual." in f".{name}"]
+        for parameter in frozen:
+            parameter.requires_grad_(False)
+        logger.info("vision tower frozen: %d parameter tensors", len(frozen))
+    return trainer
 
 
 def main(argv: list[str] | None = None) -> int:
