@@ -179,52 +179,59 @@ def teach_guessing(model, processor, row: dict, *, steps: int, batch: int, seed:
     return statistics.fmean(losses[-10:])
 
 
-def guessing_model(cache_root: Path | None = None, *, steps: int = 250, seed: int = 0) -> Path:
-    """The guessing checkpoint, built once (a minute or two) into the tiny-model cache under a
-    name that hashes its recipe and this builder's code, so a changed builder rebuilds."""
+def write_guessing_model(directory: Path, *, steps: int, seed: int) -> float:
+    """Build the guessing checkpoint in `directory` (random tiny Qwen2.5-VL, then
+    `teach_guessing`); the final teaching loss."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
 
-    from segzero_model.tiny import builder_fingerprint, default_cache_dir
     from segzero_model.tiny_qwen import write_tiny_qwen
 
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        write_tiny_qwen(directory, seed=seed, canned_answer=None)
+        processor = AutoProcessor.from_pretrained(directory)
+        model = AutoModelForImageTextToText.from_pretrained(directory, dtype=torch.float32)
+        loss = teach_guessing(model, processor, scene_row(), steps=steps, batch=32, seed=seed)
+    tokenizer = processor.tokenizer
+    end, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id
+    # No sampling settings of its own: the trainer's temperature and top-p/k apply as given.
+    model.generation_config = GenerationConfig(
+        bos_token_id=pad, pad_token_id=pad, eos_token_id=[end, pad]
+    )
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return loss
+
+
+def guessing_model(cache_root: Path | None = None, *, steps: int = 250, seed: int = 0) -> Path:
+    """The guessing checkpoint, built once (a minute or two) into the tiny-model cache under a
+    name that hashes its recipe and this builder's code, so a changed builder rebuilds."""
+    from segzero_model.tiny import build_into_cache, builder_fingerprint, default_cache_dir
+
     digest = hashlib.sha256(builder_fingerprint().encode())
-    for part in (scene_row, guess_answer, teach_guessing, guessing_model):
+    for part in (scene_row, guess_answer, teach_guessing, write_guessing_model):
         digest.update(inspect.getsource(part).encode())
     digest.update(repr((SCENE_SEED, LOW, HIGH, THOUGHTS, SKIP_THINKING, SKIP_POINT)).encode())
     digest.update(repr((steps, seed)).encode())
     root = Path(cache_root) if cache_root is not None else default_cache_dir()
     target = root / f"grpo-guesser-{digest.hexdigest()[:12]}"
-    if (target / "config.json").is_file():
+
+    def built(path: Path) -> bool:
+        return (path / "config.json").is_file()
+
+    if built(target):
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="grpo-guesser-", dir=root))
     started = time.perf_counter()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            write_tiny_qwen(staging, seed=seed, canned_answer=None)
-            processor = AutoProcessor.from_pretrained(staging)
-            model = AutoModelForImageTextToText.from_pretrained(staging, dtype=torch.float32)
-            loss = teach_guessing(model, processor, scene_row(), steps=steps, batch=32, seed=seed)
-        tokenizer = processor.tokenizer
-        end, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id
-        # No sampling settings of its own: the trainer's temperature and top-p/k apply as given.
-        model.generation_config = GenerationConfig(
-            bos_token_id=pad, pad_token_id=pad, eos_token_id=[end, pad]
-        )
-        model.save_pretrained(staging)
-        processor.save_pretrained(staging)
-        try:
-            staging.rename(target)
-        except OSError:  # another process finished first; use its copy
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    losses = []
+    build_into_cache(
+        target,
+        lambda directory: losses.append(write_guessing_model(directory, steps=steps, seed=seed)),
+        built,
+    )
+    loss = f"final loss {losses[0]:.3f}/token" if losses else "built by another process"
     print(
-        f"built the guessing model in {time.perf_counter() - started:.0f} s "
-        f"(final loss {loss:.3f}/token): {target}",
+        f"built the guessing model in {time.perf_counter() - started:.0f} s ({loss}): {target}",
         flush=True,
     )
     return target

@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -55,20 +56,36 @@ def ensure_tiny_models(cache_dir: str | os.PathLike | None = None) -> tuple[Path
     """
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = root / f"tiny-{builder_fingerprint()}"
-    if not (target / "reasoner").is_dir() or not (target / "segmenter").is_dir():
-        root.mkdir(parents=True, exist_ok=True)
+
+    def built(path: Path) -> bool:
+        return (path / "reasoner").is_dir() and (path / "segmenter").is_dir()
+
+    if not built(target):
         logger.warning("building the tiny checkpoints in %s (once, a minute or two)", target)
-        staging = Path(tempfile.mkdtemp(prefix="tiny-", dir=root))
-        try:
-            write_tiny_models(staging)
-            try:
-                staging.rename(target)
-            except OSError:  # another process finished first; use its copy
-                if not (target / "reasoner").is_dir():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        build_into_cache(target, write_tiny_models, built)
     return target / "reasoner", target / "segmenter"
+
+
+def build_into_cache(
+    target: Path, build: Callable[[Path], object], built: Callable[[Path], bool]
+) -> Path:
+    """`build(directory)` into a temporary sibling of `target`, renamed into place when done, so
+    an interrupted build is never mistaken for a finished one; when another process finished
+    first (`built(target)`), its copy is used."""
+    if built(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=target.parent))
+    try:
+        build(staging)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not built(target):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def copy_tiny_models(directory: str | os.PathLike) -> tuple[Path, Path]:
