@@ -418,8 +418,6 @@ def test_lifecycle_frees_and_reloads_models(harness):
 def test_flood_of_queries_is_bounded_and_every_query_answered(harness):
     node, probe = harness.node, harness.probe
     harness.fresh_frame()
-    wait_until(lambda: node.worker.depth == 0, (QUEUE_SIZE + 1) * WAIT, "an empty queue")
-    before = node.stats.snapshot()
     texts = [f"flood {i}" for i in range(200)]
     goals = []
     depths = []
@@ -433,39 +431,21 @@ def test_flood_of_queries_is_bounded_and_every_query_answered(harness):
 
     def all_answered():
         depths.append(node.worker.depth)
-        return node.stats.snapshot().total - before.total >= len(texts) + len(goals)
+        return wanted <= {m.query for m in probe.messages("result")}
 
-    # The node answers every query and goal exactly once (its own count) ...
-    wait_until(all_answered, (QUEUE_SIZE + 1) * WAIT, "203 answers")
-    after = node.stats.snapshot()
-    assert after.total - before.total == len(texts) + len(goals)
-    served = (after.answered - before.answered) + (after.failed - before.failed)
-
-    # ... and every served result reaches the subscriber. DROPPED answers are published in a
-    # burst as fast as queries come; the result topic keeps the last 10 (KEEP_LAST, RELIABLE),
-    # so a subscriber slower than the burst may miss some of those, never a served result.
-    def served_received():
-        received = {m.query: m for m in probe.messages("result") if m.query in wanted}
-        goals_served = sum(  # served goals answer on the result topic too
-            1 for m in probe.messages("result") if m.query.startswith("flood goal")
-            and m.status_name != "DROPPED"
-        )  # fmt: skip
-        return sum(m.status_name != "DROPPED" for m in received.values()) + goals_served >= served
-
-    wait_until(served_received, WAIT, "the served results")
+    wait_until(all_answered, (QUEUE_SIZE + 1) * WAIT, "200 results")
     results = {m.query: m for m in probe.messages("result") if m.query in wanted}
-    assert len(results) >= len(texts) // 2, len(results)  # most answers arrive even so
-    statuses = [results[t].status_name for t in texts if t in results]
+    statuses = [results[t].status_name for t in texts]
     # Served ones are OK, or UNPARSEABLE_ANSWER: the tiny reasoner's canned answer comes out
     # garbled for some query texts.
     assert set(statuses) <= {"OK", "UNPARSEABLE_ANSWER", "DROPPED"}, set(statuses)
     # How many are dropped depends on how fast this machine sends and serves; that the queue
     # filled and overflowed does not (a query takes far longer than sending 200 of them).
-    assert after.dropped - before.dropped >= 1
-    assert results[texts[0]].status_name != "DROPPED"
+    assert statuses.count("DROPPED") >= 1
+    assert statuses[0] != "DROPPED"
     assert max(depths) == QUEUE_SIZE  # full, never more
-    dropped = [m for m in results.values() if m.status_name == "DROPPED"]
-    assert dropped and all("queue is full" in m.error for m in dropped)
+    dropped = next(results[t] for t in texts if results[t].status_name == "DROPPED")
+    assert "queue is full" in dropped.error
     outcomes = [harness.goal_result(goal) for goal in goals]
     wait_until(lambda: node.worker.depth == 0, (QUEUE_SIZE + 1) * WAIT, "the queue to drain")
     for status, result in outcomes:  # each one consistent; almost surely all DROPPED
