@@ -36,7 +36,8 @@ from rcl_interfaces.msg import (
 )
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.exceptions import ParameterException
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+from rclpy.exceptions import InvalidHandle, ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -87,10 +88,10 @@ IMAGE_OUT_QOS = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
-# Deep enough that a burst of queries waits in the reader, not lost (strings are small).
+# Keep all: a burst of queries waits in the reader until the callback takes it (strings are
+# small, and the callback only queues or drops), so no query is overwritten unanswered.
 QUERY_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=100,
+    history=HistoryPolicy.KEEP_ALL,
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.VOLATILE,
 )
@@ -221,6 +222,30 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------------ lifecycle
 
+    # The node destroys its subscriptions at deactivate and its publishers at cleanup while the
+    # executor spins. rclpy's default QoS-event handlers (incompatible-QoS warnings) race with
+    # that: an executor thread building its wait set re-enters a handler whose destruction was
+    # just requested and the whole spin dies with InvalidHandle (ros2/rclpy#1284; reproduced
+    # here under load). So these entities are created without event handlers.
+
+    def _publisher(self, msg_type, topic: str, qos: QoSProfile):
+        return self.create_lifecycle_publisher(
+            msg_type,
+            topic,
+            qos,
+            event_callbacks=PublisherEventCallbacks(use_default_callbacks=False),
+        )
+
+    def _subscription(self, msg_type, topic: str, callback, qos, group):
+        return self.create_subscription(
+            msg_type,
+            topic,
+            callback,
+            qos,
+            callback_group=group,
+            event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False),
+        )
+
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self.params = self.read_params()
@@ -229,14 +254,19 @@ class PerceptionNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         p = self.params
         self._pubs = {
-            "result": self.create_lifecycle_publisher(ResultMsg, p.result_topic, RESULT_QOS),
-            "mask": self.create_lifecycle_publisher(Image, p.mask_topic, IMAGE_OUT_QOS),
-            "reasoning": self.create_lifecycle_publisher(String, p.reasoning_topic, RESULT_QOS),
-            "overlay": self.create_lifecycle_publisher(Image, p.overlay_topic, IMAGE_OUT_QOS),
+            "result": self._publisher(ResultMsg, p.result_topic, RESULT_QOS),
+            "mask": self._publisher(Image, p.mask_topic, IMAGE_OUT_QOS),
+            "reasoning": self._publisher(String, p.reasoning_topic, RESULT_QOS),
+            "overlay": self._publisher(Image, p.overlay_topic, IMAGE_OUT_QOS),
         }
         self.worker = Worker(self._serve, self._failure, p.queue_size)
         self.worker.start(accept=False)  # jobs are accepted once active
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        self._diag_pub = self.create_publisher(
+            DiagnosticArray,
+            "/diagnostics",
+            DIAGNOSTICS_QOS,
+            event_callbacks=PublisherEventCallbacks(use_default_callbacks=False),
+        )
         self._diag_timer = self.create_timer(
             p.diagnostics_period, self._diagnostics_cb, callback_group=self._diag_group
         )
@@ -257,24 +287,12 @@ class PerceptionNode(LifecycleNode):
         self.worker.resume()
         self._active = True
         p = self.params
-        if p.compressed:
-            camera = self.create_subscription(
-                CompressedImage,
-                self._camera(),
-                self._image_cb,
-                qos_profile_sensor_data,
-                callback_group=self._camera_group,
-            )
-        else:
-            camera = self.create_subscription(
-                Image,
-                self._camera(),
-                self._image_cb,
-                qos_profile_sensor_data,
-                callback_group=self._camera_group,
-            )
-        query = self.create_subscription(
-            String, p.query_topic, self._query_cb, QUERY_QOS, callback_group=self._query_group
+        camera_type = CompressedImage if p.compressed else Image
+        camera = self._subscription(
+            camera_type, self._camera(), self._image_cb, qos_profile_sensor_data, self._camera_group
+        )
+        query = self._subscription(
+            String, p.query_topic, self._query_cb, QUERY_QOS, self._query_group
         )
         self._subs = [camera, query]
         self._action_server = ActionServer(
@@ -775,7 +793,7 @@ def main(argv: list[str] | None = None) -> int:
         if node.params.autostart and not _start(node):
             return EXIT_START_FAILED
         try:
-            executor.spin()
+            spin(executor, node.get_logger())
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
         finally:
@@ -788,6 +806,17 @@ def main(argv: list[str] | None = None) -> int:
             node.release()
             node.destroy_node()
         rclpy.try_shutdown()
+
+
+def spin(executor, logger) -> None:
+    """`executor.spin()` that survives rclpy's wait-set race with entity destruction
+    (ros2/rclpy#1284): the InvalidHandle it raises costs one wait, not the node."""
+    while True:
+        try:
+            executor.spin()
+            return
+        except InvalidHandle as error:
+            logger.warning(f"executor: {error}; spinning on", throttle_duration_sec=10.0)
 
 
 def _check_ros_params_file(path: str, node_name: str, namespace: str) -> None:
