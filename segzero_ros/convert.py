@@ -137,8 +137,10 @@ def rgb_to_image_msg(rgb: np.ndarray, header, encoding: str = "rgb8"):
 
 
 def mask_to_image_msg(mask: np.ndarray, header):
-    """bool HxW mask → mono8 sensor_msgs/Image, 255 on the object."""
-    return rgb_to_image_msg(np.where(mask, 255, 0).astype(np.uint8), header, encoding="mono8")
+    """bool HxW mask → mono8 sensor_msgs/Image, 255 on the object. (One uint8 multiply: the
+    np.where(mask, 255, 0) spelling builds an int64 image first, 0.5 ms more at 640x480.)"""
+    mono = np.multiply(np.asarray(mask, dtype=bool), np.uint8(255), dtype=np.uint8)
+    return rgb_to_image_msg(mono, header, encoding="mono8")
 
 
 def result_to_msg(
