@@ -187,6 +187,8 @@ class PerceptionNode(LifecycleNode):
         self._loading = False
         self._pubs: dict[str, Any] = {}
         self._subs: list[Any] = []
+        self._unmatched_seen: dict[str, int] = {}  # per input topic, at the last diagnostics
+        self._unmatched_logged: dict[str, int] = {}
         self._action_server: ActionServer | None = None
         self._open_goals: set[str] = set()  # goals whose execute callback has not returned
         self._diag_pub = None
@@ -648,6 +650,13 @@ class PerceptionNode(LifecycleNode):
         )
         if self._loading:
             message = "loading the models"
+        unmatched = self._unmatched_publishers()
+        if unmatched:
+            said = "; ".join(
+                f"{n} publisher(s) on {topic} do not match this node's QoS"
+                for topic, n in unmatched
+            )
+            level, message = ("WARN", said) if level == "OK" else (level, f"{message}; {said}")
         frame = self._frame
         p = self.params
         values = {
@@ -667,6 +676,7 @@ class PerceptionNode(LifecycleNode):
             "latency_window": snapshot.window,
             "frames_received": frame.seq if frame is not None else 0,
             "frame_age_s": _fmt(self._frame_age(frame)) if frame is not None else "",
+            "unmatched_publishers": ", ".join(f"{topic}: {n}" for topic, n in unmatched),
         }
         status = DiagnosticStatus(
             level=getattr(DiagnosticStatus, level),
@@ -678,6 +688,30 @@ class PerceptionNode(LifecycleNode):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
+
+    def _unmatched_publishers(self) -> list[tuple[str, int]]:
+        """Publishers the graph shows on an input topic that the node's reader has not matched
+        on two diagnostics ticks in a row (one tick can fall between discovery and matching):
+        almost always incompatible QoS, e.g. best-effort queries. rclpy's own warning for this
+        is off on these readers (see `_subscription`), so the node logs it here, once."""
+        unmatched = []
+        for reader in list(self._subs):
+            topic = reader.topic_name
+            try:
+                missing = max(0, self.count_publishers(topic) - reader.get_publisher_count())
+            except InvalidHandle:  # destroyed by a deactivate meanwhile
+                continue
+            seen, self._unmatched_seen[topic] = self._unmatched_seen.get(topic, 0), missing
+            confirmed = min(seen, missing)
+            if confirmed > self._unmatched_logged.get(topic, 0):
+                self.get_logger().warning(
+                    f"{confirmed} publisher(s) on {topic} do not match this node's reader, so "
+                    "nothing they send arrives: check their QoS (queries must be reliable)"
+                )
+            self._unmatched_logged[topic] = confirmed
+            if confirmed:
+                unmatched.append((topic, confirmed))
+        return unmatched
 
 
 def _frame_key(frame: Frame):

@@ -33,6 +33,7 @@ from lifecycle_msgs.msg import State, Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rclpy.action import ActionClient  # noqa: E402
 from rclpy.duration import Duration  # noqa: E402
+from rclpy.event_handler import PublisherEventCallbacks  # noqa: E402
 from rclpy.exceptions import InvalidHandle  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
@@ -507,7 +508,11 @@ def diagnostics_of(probe: Probe, node_name: str):
     return [s for s in statuses if s.name.startswith(f"{node_name}:")]
 
 
-def test_diagnostics_report_state_and_counters(harness):
+def latest_values(probe: Probe) -> dict[str, str]:
+    return {kv.key: kv.value for kv in diagnostics_of(probe, "segzero_perception")[-1].values}
+
+
+def test_diagnostics_report_state_and_counters(harness, capfd):
     probe = harness.probe
     wait_until(lambda: harness.node.worker.depth == 0, (QUEUE_SIZE + 1) * WAIT, "an empty queue")
     snapshot = harness.node.stats.snapshot()
@@ -523,6 +528,32 @@ def test_diagnostics_report_state_and_counters(harness):
     assert float(values["median_latency_s"]) > 0 and float(values["last_latency_s"]) >= 0
     assert 1 <= int(values["latency_window"]) <= 100
     assert status.level in (b"\x00", b"\x01")  # OK or WARN (recent drops)
+    assert values["unmatched_publishers"] == ""
+
+    # A best-effort query publisher cannot match the node's reliable reader: said, not silent.
+    best_effort = probe.node.create_publisher(
+        String,
+        "/segzero/query",
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT),
+        event_callbacks=PublisherEventCallbacks(use_default_callbacks=False),
+    )
+    try:
+
+        def unmatched_reported():
+            last = diagnostics_of(probe, "segzero_perception")[-1]
+            return latest_values(probe)["unmatched_publishers"] == "/segzero/query: 1" and last
+
+        last = wait_until(unmatched_reported, 20, "the unmatched publisher in diagnostics")
+        assert last.level == b"\x01" and "/segzero/query do not match" in last.message
+    finally:
+        probe.node.destroy_publisher(best_effort)
+    wait_until(
+        lambda: latest_values(probe)["unmatched_publishers"] == "",
+        20,
+        "the unmatched publisher gone from diagnostics",
+    )
+    assert "publisher(s) on /segzero/query do not match" in capfd.readouterr().err
+
     # While inactive the node says so (WARN).
     assert harness.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     try:
