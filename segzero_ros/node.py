@@ -61,6 +61,7 @@ from segzero_ros.convert import (
     result_to_msg,
     rgb_to_image_msg,
 )
+from segzero_ros.matching import UnmatchedPublishers
 from segzero_ros.msg import SegmentationResult as ResultMsg
 from segzero_ros.params import (
     NODE_NAME,
@@ -187,8 +188,7 @@ class PerceptionNode(LifecycleNode):
         self._loading = False
         self._pubs: dict[str, Any] = {}
         self._subs: list[Any] = []
-        self._unmatched_seen: dict[str, int] = {}  # per input topic, at the last diagnostics
-        self._unmatched_logged: dict[str, int] = {}
+        self._unmatched = UnmatchedPublishers()
         self._action_server: ActionServer | None = None
         self._open_goals: set[str] = set()  # goals whose execute callback has not returned
         self._diag_pub = None
@@ -690,25 +690,22 @@ class PerceptionNode(LifecycleNode):
         self._diag_pub.publish(array)
 
     def _unmatched_publishers(self) -> list[tuple[str, int]]:
-        """Publishers the graph shows on an input topic that the node's reader has not matched
-        on two diagnostics ticks in a row (one tick can fall between discovery and matching):
-        almost always incompatible QoS, e.g. best-effort queries. rclpy's own warning for this
-        is off on these readers (see `_subscription`), so the node logs it here, once."""
+        """(topic, n) for input topics with publishers the node's reader does not match; logs
+        each new one once. rclpy's own warning for this is off on these readers (see
+        `_subscription`)."""
         unmatched = []
         for reader in list(self._subs):
             topic = reader.topic_name
             try:
-                missing = max(0, self.count_publishers(topic) - reader.get_publisher_count())
+                in_graph, matched = self.count_publishers(topic), reader.get_publisher_count()
             except InvalidHandle:  # destroyed by a deactivate meanwhile
                 continue
-            seen, self._unmatched_seen[topic] = self._unmatched_seen.get(topic, 0), missing
-            confirmed = min(seen, missing)
-            if confirmed > self._unmatched_logged.get(topic, 0):
+            confirmed, worth_saying = self._unmatched.update(topic, in_graph, matched)
+            if worth_saying:
                 self.get_logger().warning(
                     f"{confirmed} publisher(s) on {topic} do not match this node's reader, so "
                     "nothing they send arrives: check their QoS (queries must be reliable)"
                 )
-            self._unmatched_logged[topic] = confirmed
             if confirmed:
                 unmatched.append((topic, confirmed))
         return unmatched
