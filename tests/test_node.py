@@ -246,7 +246,9 @@ def _spin_harness(context, tiny_qwen_dir, tiny_sam2_dir):
     executor = MultiThreadedExecutor(num_threads=6, context=context)
     executor.add_node(node)
     executor.add_node(probe.node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    # The node's own spin(), as the console script runs it: rclpy can still raise InvalidHandle
+    # from the wait set when the action server is destroyed at deactivate (ros2/rclpy#1284).
+    spinner = threading.Thread(target=spin, args=(executor, node.get_logger()), daemon=True)
     spinner.start()
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
