@@ -40,7 +40,7 @@ fi
 # Rebuild only when the package's sources changed (or the installed wheels did).
 build_stamp=build/.segzero-ros-build-stamp
 paths=()
-for p in msg action CMakeLists.txt package.xml segzero_ros scripts_ros launch config \
+for p in msg action CMakeLists.txt package.xml segzero_ros launch config \
     scripts/ros_setup.sh; do
   [ -e "$p" ] && paths+=("$p")
 done

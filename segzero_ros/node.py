@@ -1,32 +1,29 @@
 """The Seg-Zero perception node: camera frames and text queries in, one SegmentationResult
 (plus mask, reasoning and overlay images on standard types) out per query; an action server
-for callers that want feedback and cancellation. See the README (The ROS 2 perception node).
+for callers that want feedback and cancellation. See docs/ros.md for the interface.
 
-    segzero-perception [--params-file config/perception.yaml] [--tiny] [--ros-args ...]
+This module is the lifecycle and the wiring. The rooms around it: `main` (the console script),
+`goals` (the Segment action's goal flow), `diagnostics` (counters, health, /diagnostics),
+`inputs` (frames and requests), `worker` (one thread serving jobs in order), `convert`
+(messages <-> numpy), `params` (the one parameter table).
 
 Threading: subscription and action callbacks only store the newest camera message or queue a
-job; ONE worker thread (segzero_ros.worker) answers the jobs in order, each on the newest frame
-at the time it is taken. Spin the node with a MultiThreadedExecutor (main() does): the running
-action goal keeps one executor thread waiting for its result.
+job; ONE worker thread answers the jobs in order, each on the newest frame at the time it is
+taken. Spin the node with a MultiThreadedExecutor (main does): a running action goal keeps one
+executor thread waiting for its result.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import functools
 import gc
 import itertools
 import logging
-import os
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
-import rclpy
-from action_msgs.msg import GoalStatus
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -34,11 +31,9 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
-from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.exceptions import InvalidHandle, ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.exceptions import InvalidHandle
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -53,7 +48,6 @@ from std_msgs.msg import Header, String
 
 from segzero_model.pipeline import validate_query
 from segzero_model.result import SegmentationResult, Status
-from segzero_ros.action import Segment
 from segzero_ros.convert import (
     ImageConversionError,
     compressed_msg_to_rgb,
@@ -61,7 +55,9 @@ from segzero_ros.convert import (
     result_to_msg,
     rgb_to_image_msg,
 )
-from segzero_ros.matching import UnmatchedPublishers
+from segzero_ros.diagnostics import NodeState, Stats, UnmatchedPublishers, diagnostic_array
+from segzero_ros.goals import SegmentGoals
+from segzero_ros.inputs import Frame, Request, frame_age, frame_key
 from segzero_ros.msg import SegmentationResult as ResultMsg
 from segzero_ros.params import (
     NODE_NAME,
@@ -69,13 +65,8 @@ from segzero_ros.params import (
     ParamsError,
     PerceptionParams,
     check_value,
-    load_params_file,
 )
-from segzero_ros.progress import QUEUED, REASONING, ReasoningStream
-from segzero_ros.stats import Stats, health
 from segzero_ros.worker import CANCELLED, DROPPED, ERROR, Job, Worker
-
-EXIT_START_FAILED = 2
 
 RESULT_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
@@ -97,8 +88,9 @@ QUERY_QOS = QoSProfile(
     durability=DurabilityPolicy.VOLATILE,
 )
 DIAGNOSTICS_QOS = QoSProfile(depth=10)
-FEEDBACK_MIN_PERIOD = 0.05  # at most ~20 feedback messages per second per goal
+DIAGNOSTICS_TOPIC = "/diagnostics"  # absolute: one aggregator reads every node's status
 DEACTIVATE_TIMEOUT = 30.0  # seconds to wait for the running query to stop at deactivate
+DROPPED_LOG_PERIOD = 1.0  # seconds: a flood of DROPPED answers logs at most one line per period
 
 _PARAMETER_TYPES = {
     bool: ParameterType.PARAMETER_BOOL,
@@ -111,28 +103,6 @@ _FAILURE_CODES = {
     CANCELLED: ResultMsg.CANCELLED,
     ERROR: ResultMsg.ERROR,
 }
-
-
-@dataclass(frozen=True)
-class Frame:
-    """The newest camera message, kept as received (converted only when a query uses it)."""
-
-    msg: Image | CompressedImage
-    seq: int
-    received_ns: int  # node clock
-
-
-@dataclass
-class Request:
-    """What a job carries: the query and, for action goals, the goal handle and its image."""
-
-    query: str
-    query_id: str
-    image: Image | None = None  # the goal's own image; None: the newest camera frame
-    goal_handle: Any = None
-    executing: bool = False  # goal_handle.execute() was called
-    client_cancelled: bool = False
-    parts: tuple | None = None  # (SegmentationResult, RGB array) to publish after the result
 
 
 def describe(param) -> ParameterDescriptor:
@@ -181,6 +151,13 @@ class PerceptionNode(LifecycleNode):
         self.device = ""
         self.stats = Stats()
         self.worker: Worker[ResultMsg] | None = None
+        self.goals = SegmentGoals(
+            self,
+            submit=self._submit,
+            worker=lambda: self.worker,
+            accepting=lambda: self._active,
+            error_result=lambda request, reason: self._error(request, ResultMsg.ERROR, reason),
+        )
         self._frame: Frame | None = None
         self._frame_seq = itertools.count(1)
         self._query_seq = itertools.count(1)
@@ -189,8 +166,6 @@ class PerceptionNode(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._subs: list[Any] = []
         self._unmatched = UnmatchedPublishers()
-        self._action_server: ActionServer | None = None
-        self._open_goals: set[str] = set()  # goals whose execute callback has not returned
         self._diag_pub = None
         self._diag_timer = None
         self._camera_group = MutuallyExclusiveCallbackGroup()
@@ -265,7 +240,7 @@ class PerceptionNode(LifecycleNode):
         self.worker.start(accept=False)  # jobs are accepted once active
         self._diag_pub = self.create_publisher(
             DiagnosticArray,
-            "/diagnostics",
+            DIAGNOSTICS_TOPIC,
             DIAGNOSTICS_QOS,
             event_callbacks=PublisherEventCallbacks(use_default_callbacks=False),
         )
@@ -297,19 +272,11 @@ class PerceptionNode(LifecycleNode):
             String, p.query_topic, self._query_cb, QUERY_QOS, self._query_group
         )
         self._subs = [camera, query]
-        self._action_server = ActionServer(
-            self,
-            Segment,
-            p.action_name,
-            execute_callback=self._execute_goal,
-            goal_callback=self._goal_cb,
-            handle_accepted_callback=self._goal_accepted_cb,
-            cancel_callback=self._cancel_cb,
-            callback_group=self._action_group,
-        )
+        self.goals.start(p.action_name, self._action_group)
         self.get_logger().info(
             f"active: {p.reasoning_model} + {p.segmentation_model} on {self.device}; "
-            f"queries on {p.query_topic}, action {p.action_name}"
+            f"queries on {self.resolve_topic_name(p.query_topic)}, "
+            f"action {self.resolve_topic_name(p.action_name)}"
         )
         return result
 
@@ -357,7 +324,7 @@ class PerceptionNode(LifecycleNode):
             )
             self.device = _resolved_device(p.device)
         except Exception as error:  # noqa: BLE001 - reported in one line, the node stays up
-            self.get_logger().error(f"cannot load the models: {_one_line(error)}")
+            self.get_logger().error(f"cannot load the models: {load_error_message(error)}")
             return False
         finally:
             self._loading = False
@@ -372,10 +339,7 @@ class PerceptionNode(LifecycleNode):
         self._subs = []
         if self.worker is not None and not self.worker.drain(reason, DEACTIVATE_TIMEOUT):
             self.get_logger().warning("the running query did not stop in time")
-        if self._action_server is not None:
-            self._wait_goals_sent()
-            self._action_server.destroy()
-            self._action_server = None
+        self.goals.stop()
         self._frame = None  # frames from before deactivation are stale by the time we resume
         pipeline, self.pipeline = self.pipeline, None
         if pipeline is not None:
@@ -385,16 +349,6 @@ class PerceptionNode(LifecycleNode):
             _empty_cuda_cache()
             if was_active:
                 self.get_logger().info("models released")
-
-    def _wait_goals_sent(self, timeout: float = 2.0) -> None:
-        """Give the goals that just ended a moment to reach their terminal state and send
-        their results (executor tasks) before the action server goes."""
-        if not self._open_goals or not self.context.ok():
-            return
-        deadline = time.monotonic() + timeout
-        while self._open_goals and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.05)
 
     def _cleanup(self) -> None:
         if self.worker is not None:
@@ -430,37 +384,7 @@ class PerceptionNode(LifecycleNode):
         self._frame = Frame(msg, next(self._frame_seq), self.get_clock().now().nanoseconds)
 
     def _query_cb(self, msg: String) -> None:
-        request = Request(query=msg.data, query_id=f"q{next(self._query_seq)}")
-        self._submit(request)
-
-    def _goal_cb(self, goal) -> GoalResponse:
-        # Accepted even when the queue is full: the client then gets a DROPPED result (with the
-        # reason) rather than a bare rejection.
-        return GoalResponse.ACCEPT if self._active else GoalResponse.REJECT
-
-    def _goal_accepted_cb(self, goal_handle) -> None:
-        goal = goal_handle.request
-        request = Request(
-            query=goal.query,
-            query_id=bytes(goal_handle.goal_id.uuid).hex(),
-            image=goal.image if goal.image.height > 0 else None,
-            goal_handle=goal_handle,
-        )
-        self._open_goals.add(request.query_id)
-        worker = self.worker
-        ahead = (worker.depth + int(worker.busy)) if worker is not None else 0
-        self._feedback(request, QUEUED, "", ahead)
-        self._submit(request)
-
-    def _cancel_cb(self, goal_handle) -> CancelResponse:
-        job_id = bytes(goal_handle.goal_id.uuid).hex()
-        worker = self.worker
-        job = worker.find(job_id) if worker is not None else None
-        if job is None:  # finished meanwhile (or never queued)
-            return CancelResponse.REJECT
-        job.payload.client_cancelled = True
-        worker.cancel(job_id)
-        return CancelResponse.ACCEPT
+        self._submit(Request(query=msg.data, query_id=f"q{next(self._query_seq)}"))
 
     def _submit(self, request: Request) -> None:
         job = Job(request.query_id, request, self._respond)
@@ -474,11 +398,7 @@ class PerceptionNode(LifecycleNode):
     def _serve(self, job: Job[ResultMsg]) -> ResultMsg:
         """Answer one request (runs on the worker thread)."""
         request: Request = job.payload
-        if request.goal_handle is not None:
-            request.executing = True
-            request.goal_handle.execute(functools.partial(self._execute_goal, job=job))
-            self._feedback(request, REASONING, "", 0)
-        self._update_queued_feedback()
+        self.goals.started(job)
 
         problem = validate_query(request.query)
         if problem is not None:
@@ -492,18 +412,19 @@ class PerceptionNode(LifecycleNode):
         else:
             frame = self._frame
             if frame is None:
+                camera = self.resolve_topic_name(self._camera())
                 return self._error(
-                    request, ResultMsg.NO_IMAGE, f"no camera frame received on {self._camera()}"
+                    request, ResultMsg.NO_IMAGE, f"no camera frame received on {camera}"
                 )
-            message, key = frame.msg, _frame_key(frame)
-            age = self._frame_age(frame)
+            message, key = frame.msg, frame_key(frame)
+            age = frame_age(frame, self.get_clock().now().nanoseconds)
             max_age = self.params.max_image_age
             if max_age > 0 and age > max_age:
                 return self._error(
                     request,
                     ResultMsg.STALE_IMAGE,
-                    f"the newest frame on {self._camera()} is {age:.2f} s old "
-                    f"(max_image_age {max_age:g} s)",
+                    f"the newest frame on {self.resolve_topic_name(self._camera())} is "
+                    f"{age:.2f} s old (max_image_age {max_age:g} s)",
                     message.header,
                 )
         header = message.header
@@ -515,22 +436,18 @@ class PerceptionNode(LifecycleNode):
         except ImageConversionError as error:
             return self._error(request, ResultMsg.INVALID_IMAGE, str(error), header)
 
-        on_text = self._streamer(request) if request.goal_handle is not None else None
         result = pipeline.segment(
-            rgb, request.query, image_key=key, on_text=on_text, cancel=job.cancel
+            rgb,
+            request.query,
+            image_key=key,
+            on_text=self.goals.streamer(request),
+            cancel=job.cancel,
         )
         msg = result_to_msg(result, header, request.query_id)
         request.parts = (result, rgb)
         if request.goal_handle is not None:
-            self._feedback(request, "segmenting", msg.reasoning, 0)
+            self.goals.segmenting(request, msg.reasoning)
         return msg
-
-    def _frame_age(self, frame: Frame) -> float:
-        """Seconds since the frame's stamp (since its arrival when it has no stamp)."""
-        stamp = frame.msg.header.stamp
-        stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
-        now_ns = self.get_clock().now().nanoseconds
-        return (now_ns - (stamp_ns or frame.received_ns)) / 1e9
 
     def _publish_parts(self, msg: ResultMsg, parts: tuple | None) -> None:
         """Reasoning, mask and overlay on standard types (after the result, off its latency).
@@ -569,7 +486,7 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().warning(
                 f"query {request.query_id} DROPPED: {msg.error} "
                 f"({self.stats.snapshot().dropped} dropped so far)",
-                throttle_duration_sec=1.0,
+                throttle_duration_sec=DROPPED_LOG_PERIOD,
             )
         elif msg.status != ResultMsg.OK:
             self.get_logger().warning(
@@ -578,115 +495,38 @@ class PerceptionNode(LifecycleNode):
         publisher = self._pubs.get("result")
         if publisher is not None:
             publisher.publish(msg)
-        if request.goal_handle is not None and not request.executing:
-            request.executing = True
-            request.goal_handle.execute(functools.partial(self._execute_goal, job=job))
+        self.goals.resolved(job)
         parts, request.parts = request.parts, None
         self._publish_parts(msg, parts)
-
-    # ------------------------------------------------------------------ action goals
-
-    def _execute_goal(self, goal_handle, job: Job[ResultMsg]) -> Segment.Result:
-        """Runs on an executor thread from the moment the worker takes the goal (or at once,
-        for a goal that ended without running) until its result is there."""
-        try:
-            return self._finish_goal(goal_handle, job)
-        finally:
-            self._open_goals.discard(job.id)
-
-    def _finish_goal(self, goal_handle, job: Job[ResultMsg]) -> Segment.Result:
-        while not job.wait(0.5):
-            if not self.context.ok():
-                break
-        msg = job.outcome or self._error(job.payload, ResultMsg.ERROR, "no result")
-        if msg.status == ResultMsg.CANCELLED and job.payload.client_cancelled:
-            # The cancel request becomes CANCELING just after our cancel callback returns.
-            deadline = time.monotonic() + 1.0
-            while not goal_handle.is_cancel_requested and time.monotonic() < deadline:
-                time.sleep(0.005)
-        if goal_handle.is_active:
-            if msg.status == ResultMsg.OK:
-                goal_handle.succeed()
-            elif goal_handle.status == GoalStatus.STATUS_CANCELING:
-                goal_handle.canceled()
-            else:
-                goal_handle.abort()
-        return Segment.Result(result=msg)
-
-    def _feedback(self, request: Request, stage: str, reasoning: str, position: int) -> None:
-        if request.goal_handle is None:
-            return
-        feedback = Segment.Feedback(stage=stage, reasoning=reasoning, queue_position=position)
-        request.goal_handle.publish_feedback(feedback)
-
-    def _streamer(self, request: Request):
-        stream = ReasoningStream(FEEDBACK_MIN_PERIOD)
-
-        def on_text(chunk: str) -> None:
-            progress = stream.add(chunk)
-            if progress is not None:
-                self._feedback(request, progress.stage, progress.reasoning, 0)
-
-        return on_text
-
-    def _update_queued_feedback(self) -> None:
-        worker = self.worker
-        if worker is None:
-            return
-        for position, job in enumerate(worker.queued(), start=1):
-            self._feedback(job.payload, QUEUED, "", position)
 
     # ------------------------------------------------------------------ diagnostics
 
     def _diagnostics_cb(self) -> None:
         if self._diag_pub is None:
             return
-        snapshot = self.stats.snapshot()
-        worker = self.worker
-        level, message = health(
-            snapshot,
-            loaded=self.pipeline is not None,
+        worker, frame, p = self.worker, self._frame, self.params
+        now_ns = self.get_clock().now().nanoseconds
+        state = NodeState(
+            active=self._active,
+            loading=self._loading,
+            models_loaded=self.pipeline is not None,
             worker_alive=worker is not None and worker.alive,
+            reasoning_model=p.reasoning_model,
+            segmentation_model=p.segmentation_model,
+            device=self.device,
+            queue_depth=worker.depth if worker is not None else 0,
+            queue_size=p.queue_size,
+            busy=worker.busy if worker is not None else False,
+            frames_received=frame.seq if frame is not None else 0,
+            frame_age=frame_age(frame, now_ns) if frame is not None else None,
         )
-        if self._loading:
-            message = "loading the models"
-        unmatched = self._unmatched_publishers()
-        if unmatched:
-            said = "; ".join(
-                f"{n} publisher(s) on {topic} do not match this node's QoS"
-                for topic, n in unmatched
-            )
-            level, message = ("WARN", said) if level == "OK" else (level, f"{message}; {said}")
-        frame = self._frame
-        p = self.params
-        values = {
-            "state": "active" if self._active else "inactive",
-            "models_loaded": self.pipeline is not None,
-            "reasoning_model": p.reasoning_model,
-            "segmentation_model": p.segmentation_model,
-            "device": self.device,
-            "queue_depth": worker.depth if worker is not None else 0,
-            "queue_size": p.queue_size,
-            "busy": worker.busy if worker is not None else False,
-            "answered": snapshot.answered,
-            "failed": snapshot.failed,
-            "dropped": snapshot.dropped,
-            "last_latency_s": _fmt(snapshot.last_latency),
-            "median_latency_s": _fmt(snapshot.median_latency),
-            "latency_window": snapshot.window,
-            "frames_received": frame.seq if frame is not None else 0,
-            "frame_age_s": _fmt(self._frame_age(frame)) if frame is not None else "",
-            "unmatched_publishers": ", ".join(f"{topic}: {n}" for topic, n in unmatched),
-        }
-        status = DiagnosticStatus(
-            level=getattr(DiagnosticStatus, level),
-            name=f"{self.get_name()}: Seg-Zero perception",
-            message=message,
-            hardware_id=self.device,
-            values=[KeyValue(key=k, value=_str(v)) for k, v in values.items()],
+        array = diagnostic_array(
+            f"{self.get_name()}: Seg-Zero perception",
+            state,
+            self.stats.snapshot(),
+            self._unmatched_publishers(),
+            self.get_clock().now().to_msg(),
         )
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
 
     def _unmatched_publishers(self) -> list[tuple[str, int]]:
@@ -711,28 +551,15 @@ class PerceptionNode(LifecycleNode):
         return unmatched
 
 
-def _frame_key(frame: Frame):
-    """SAM2 embedding-cache key: the frame's stamp and frame_id (a stampless camera gets its
-    frame number, so two different frames never share a key)."""
-    header = frame.msg.header
-    if header.stamp.sec == 0 and header.stamp.nanosec == 0:
-        return ("camera-seq", frame.seq)
-    return ("camera", header.frame_id, header.stamp.sec, header.stamp.nanosec)
-
-
-def _fmt(seconds: float | None) -> str:
-    return "" if seconds is None else f"{seconds:.4f}"
-
-
-def _str(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return text if text else type(error).__name__
+
+
+def load_error_message(error: BaseException) -> str:
+    """One line for a model that did not load, in the node's own spelling (parameters, not the
+    CLI's flags)."""
+    return one_line(error)
 
 
 def _resolved_device(device: str) -> str:
@@ -748,120 +575,3 @@ def _empty_cuda_cache() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-# --------------------------------------------------------------------------- console script
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="segzero-perception",
-        description="Run the Seg-Zero perception node (ROS 2). Arguments after --ros-args go "
-        "to ROS (remaps, -p name:=value, --params-file, --log-level).",
-    )
-    parser.add_argument(
-        "--params-file",
-        help="ROS 2 parameter file (e.g. config/perception.yaml); checked before start-up",
-    )
-    parser.add_argument(
-        "--tiny",
-        action="store_true",
-        help="use the built-in tiny random models (plumbing tests; output is MEANINGLESS)",
-    )
-    return parser
-
-
-def _ros_params_files(ros_args: list[str]) -> list[str]:
-    return [ros_args[i + 1] for i, arg in enumerate(ros_args[:-1]) if arg == "--params-file"]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Console script `segzero-perception` (also `ros2 run segzero_ros segzero_perception`).
-    Exit status 0 after a normal shutdown, 2 when the node could not start."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
-    ours, ros_args = argv[:split], argv[split:]
-    args = _parser().parse_args(ours)
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
-    # The node logs one line per failed query itself; the pipeline's own warnings would repeat it.
-    logging.getLogger("segzero_model.pipeline").setLevel(logging.ERROR)
-
-    extra: list[str] = []
-    try:
-        if args.params_file is not None:
-            load_params_file(args.params_file)
-            extra += ["--params-file", os.path.abspath(args.params_file)]
-    except ParamsError as error:
-        print(f"segzero-perception: error: {error}", file=sys.stderr)
-        return EXIT_START_FAILED
-    overrides: dict[str, Any] = {}
-    if args.tiny:
-        from segzero_model.tiny import TINY_WARNING, ensure_tiny_models
-
-        print(TINY_WARNING, file=sys.stderr)
-        reasoner_dir, segmenter_dir = ensure_tiny_models()
-        overrides = {"reasoning_model": str(reasoner_dir), "segmentation_model": str(segmenter_dir)}
-
-    rclpy_args = [sys.argv[0]]
-    if extra:
-        rclpy_args += ["--ros-args", *extra]
-    rclpy_args += ros_args
-    rclpy.init(args=rclpy_args)
-    node = None
-    try:
-        try:
-            node = PerceptionNode(parameter_overrides=overrides)
-            namespace = node.get_namespace()
-            for path in _ros_params_files(ros_args):
-                _check_ros_params_file(path, node.get_name(), namespace)
-        except (ParamsError, ParameterException) as error:
-            print(f"segzero-perception: error: {_one_line(error)}", file=sys.stderr)
-            return EXIT_START_FAILED
-        if args.tiny:
-            node.get_logger().warning(TINY_WARNING)
-        executor = MultiThreadedExecutor(num_threads=max(4, os.cpu_count() or 1))
-        executor.add_node(node)
-        if node.params.autostart and not _start(node):
-            return EXIT_START_FAILED
-        try:
-            spin(executor, node.get_logger())
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            executor.shutdown(timeout_sec=1.0)
-        return 0
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        if node is not None:
-            node.release()
-            node.destroy_node()
-        rclpy.try_shutdown()
-
-
-def spin(executor, logger) -> None:
-    """`executor.spin()` that survives rclpy's wait-set race with entity destruction
-    (ros2/rclpy#1284): the InvalidHandle it raises costs one wait, not the node."""
-    while True:
-        try:
-            executor.spin()
-            return
-        except InvalidHandle as error:
-            logger.warning(f"executor: {error}; spinning on", throttle_duration_sec=10.0)
-
-
-def _check_ros_params_file(path: str, node_name: str, namespace: str) -> None:
-    """Unknown names in this node's sections of a --ros-args parameter file are errors; a file
-    without a section for this node is fine (one file may serve several nodes)."""
-    load_params_file(path, node_name=node_name, namespace=namespace, require_section=False)
-
-
-def _start(node: PerceptionNode) -> bool:
-    """Configure and activate (autostart); False, after one logged line, when either fails."""
-    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-        return False
-    return node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-
-
-if __name__ == "__main__":
-    sys.exit(main())

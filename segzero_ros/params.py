@@ -55,7 +55,12 @@ def _param(
 class PerceptionParams:
     """Every parameter of the perception node, with its default. When each one takes effect:
     model parameters at every activate; `max_image_age` and `publish_overlay` at once (they may
-    be changed while the node runs); the read-only ones only at start-up."""
+    be changed while the node runs); the read-only ones only at start-up.
+
+    Topic and action names are relative, so they resolve in the node's namespace: in the root
+    namespace `segzero/query` is `/segzero/query`; started with `__ns:=/left` (or the launch
+    file's `namespace:=left`) it is `/left/segzero/query`. An absolute name (leading `/`)
+    ignores the namespace."""
 
     reasoning_model: str = _param(
         "Ricky06662/Seg-Zero-7B",
@@ -85,7 +90,7 @@ class PerceptionParams:
         minimum=1,
     )
     image_topic: str = _param(
-        "/camera/image_raw",
+        "camera/image_raw",
         "Camera topic (sensor_msgs/Image). With compressed: true the node subscribes to "
         "<image_topic>/compressed (sensor_msgs/CompressedImage) instead.",
         read_only=True,
@@ -119,27 +124,25 @@ class PerceptionParams:
         "the unconfigured state for a lifecycle manager.",
         read_only=True,
     )
-    query_topic: str = _param(
-        "/segzero/query", "Text queries in (std_msgs/String).", read_only=True
-    )
+    query_topic: str = _param("segzero/query", "Text queries in (std_msgs/String).", read_only=True)
     result_topic: str = _param(
-        "/segzero/result",
+        "segzero/result",
         "One segzero_ros/SegmentationResult per query, OK or not.",
         read_only=True,
     )
     mask_topic: str = _param(
-        "/segzero/mask", "Mask of each OK result (sensor_msgs/Image, mono8).", read_only=True
+        "segzero/mask", "Mask of each OK result (sensor_msgs/Image, mono8).", read_only=True
     )
     reasoning_topic: str = _param(
-        "/segzero/reasoning", "Reasoning text of each result (std_msgs/String).", read_only=True
+        "segzero/reasoning", "Reasoning text of each result (std_msgs/String).", read_only=True
     )
     overlay_topic: str = _param(
-        "/segzero/overlay",
+        "segzero/overlay",
         "Overlay of each OK result (sensor_msgs/Image, rgb8), see publish_overlay.",
         read_only=True,
     )
     action_name: str = _param(
-        "/segzero/segment", "Action server name (segzero_ros/action/Segment).", read_only=True
+        "segzero/segment", "Action server name (segzero_ros/action/Segment).", read_only=True
     )
     diagnostics_period: float = _param(
         1.0, "Seconds between /diagnostics messages.", read_only=True, minimum=0.001

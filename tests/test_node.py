@@ -43,7 +43,8 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header, String  # noqa: E402
 
 from segzero_ros.action import Segment  # noqa: E402
-from segzero_ros.node import PerceptionNode, spin  # noqa: E402
+from segzero_ros.main import spin  # noqa: E402
+from segzero_ros.node import PerceptionNode  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -248,7 +249,8 @@ def _spin_harness(context, tiny_qwen_dir, tiny_sam2_dir):
     executor.add_node(probe.node)
     # The node's own spin(), as the console script runs it: rclpy can still raise InvalidHandle
     # from the wait set when the action server is destroyed at deactivate (ros2/rclpy#1284).
-    spinner = threading.Thread(target=spin, args=(executor, node.get_logger()), daemon=True)
+    stop = threading.Event()
+    spinner = threading.Thread(target=spin, args=(executor, node.get_logger(), stop), daemon=True)
     spinner.start()
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
@@ -257,6 +259,7 @@ def _spin_harness(context, tiny_qwen_dir, tiny_sam2_dir):
     yield harness
     node.trigger_shutdown()
     assert node.worker is None and node.pipeline is None
+    stop.set()
     executor.shutdown(timeout_sec=5)
     node.destroy_node()
     probe.node.destroy_node()
@@ -651,7 +654,7 @@ def test_compressed_camera(harness, tiny_qwen_dir, tiny_sam2_dir):
 
 def run_node(args: list[str], timeout: float = 120, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "segzero_ros.node", *args],
+        [sys.executable, "-m", "segzero_ros.main", *args],
         cwd=ROOT,
         env=env or ros_env(),
         capture_output=True,
@@ -698,7 +701,7 @@ def test_tiny_console_script_starts_serves_and_stops_on_sigint(tiny_cache):
         "device:=cpu",
     ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "segzero_ros.node", *args],
+        [sys.executable, "-m", "segzero_ros.main", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -783,7 +786,7 @@ def test_a_lifecycle_manager_drives_a_node_without_autostart(harness, tiny_qwen_
     for key, value in overrides.items():
         args += ["-p", f"{key}:={value}"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "segzero_ros.node", *args],
+        [sys.executable, "-m", "segzero_ros.main", *args],
         cwd=ROOT,
         env=ros_env(),
         stdout=subprocess.PIPE,
@@ -858,12 +861,14 @@ def test_spin_goes_on_after_the_wait_set_race(capfd):
     node.create_timer(0.01, ticks.set)
     executor = RacingExecutor(context=context)
     executor.add_node(node)
-    spinner = threading.Thread(target=spin, args=(executor, node.get_logger()), daemon=True)
+    stop = threading.Event()
+    spinner = threading.Thread(target=spin, args=(executor, node.get_logger(), stop), daemon=True)
     try:
         spinner.start()
         assert ticks.wait(10), "the timer never ran after the race"
         assert executor.raced
     finally:
+        stop.set()
         executor.shutdown(timeout_sec=5)
         spinner.join(timeout=10)
         node.destroy_node()

@@ -35,10 +35,10 @@ def test_defaults_match_the_brief():
     assert p.reasoning_model == "Ricky06662/Seg-Zero-7B"
     assert p.segmentation_model == "facebook/sam2.1-hiera-large"
     assert (p.device, p.dtype, p.max_new_tokens) == ("auto", "", 1024)
-    assert (p.image_topic, p.compressed, p.max_image_age) == ("/camera/image_raw", False, 2.0)
+    assert (p.image_topic, p.compressed, p.max_image_age) == ("camera/image_raw", False, 2.0)
     assert (p.publish_overlay, p.queue_size, p.autostart) == (True, 8, True)
     assert p.diagnostics_period == 1.0
-    assert p.action_name == "/segzero/segment" and p.query_topic == "/segzero/query"
+    assert p.action_name == "segzero/segment" and p.query_topic == "segzero/query"
 
 
 def test_table_rows_are_complete():

@@ -263,10 +263,15 @@ def test_generated_messages_not_shadowed_by_source_package():
     assert Path(msg_file).is_relative_to(INSTALL)
 
 
-def test_entry_script_installed():
+@pytest.mark.parametrize(
+    "name, module",
+    [("segzero_perception", "segzero_ros.main"), ("segzero_query", "segzero_ros.client")],
+)
+def test_ros2_run_executables_installed(name, module):
     if not INSTALL.is_dir():
         pytest.skip("install/ does not exist: run scripts/ros_setup.sh to build the ROS package")
-    script = INSTALL / "segzero_ros" / "lib" / "segzero_ros" / "segzero_perception"
+    script = INSTALL / "segzero_ros" / "lib" / "segzero_ros" / name
     assert script.is_file() and os.access(script, os.X_OK)
     text = script.read_text(encoding="utf-8")
-    assert text.startswith("#!") and "from segzero_ros.node import main" in text
+    assert text.startswith("#!") and f"from {module} import main" in text
+    compile(text, str(script), "exec")

@@ -1,5 +1,4 @@
-"""The node's ROS-free parts: the bounded worker, the stats behind /diagnostics and the
-streamed-progress helper. Real threads, plain Python handlers, no ROS."""
+"""The bounded worker that serves the node's jobs: real threads, plain Python handlers, no ROS."""
 
 from __future__ import annotations
 
@@ -8,8 +7,6 @@ import time
 
 import pytest
 
-from segzero_ros.progress import REASONING, SEGMENTING, ReasoningStream, reasoning_so_far
-from segzero_ros.stats import Stats, health
 from segzero_ros.worker import CANCELLED, DROPPED, ERROR, Job, Worker
 
 TIMEOUT = 5.0
@@ -239,79 +236,3 @@ def test_a_flood_stays_bounded():
 def test_worker_rejects_a_zero_size_queue():
     with pytest.raises(ValueError, match="maxsize must be at least 1, got 0"):
         Worker(lambda job: None, failure, maxsize=0)
-
-
-# --------------------------------------------------------------------------- stats
-
-
-def test_stats_counts_and_latency():
-    stats = Stats(window=5)
-    assert stats.snapshot().median_latency is None and stats.snapshot().total == 0
-    for status, latency in [("OK", 1.0), ("OK", 3.0), ("NO_IMAGE", 0.001), ("DROPPED", None)]:
-        stats.record(status, latency)
-    snap = stats.snapshot()
-    assert (snap.answered, snap.failed, snap.dropped, snap.total) == (2, 1, 1, 4)
-    assert snap.last_latency == 0.001 and snap.median_latency == 1.0 and snap.window == 3
-    assert snap.last_status == "DROPPED" and snap.recent_failures == 2
-
-
-def test_latency_window_is_bounded():
-    stats = Stats(window=10)
-    for i in range(10_000):
-        stats.record("OK", float(i))
-    snap = stats.snapshot()
-    assert snap.window == 10 and len(stats._latencies) == 10
-    assert snap.median_latency == pytest.approx(9994.5) and snap.answered == 10_000
-
-
-def test_health_levels():
-    stats = Stats(recent=4)
-    assert health(stats.snapshot(), loaded=False, worker_alive=True)[0] == "WARN"
-    assert health(stats.snapshot(), loaded=True, worker_alive=True) == ("OK", "ready")
-    assert health(stats.snapshot(), loaded=True, worker_alive=False)[0] == "ERROR"
-    stats.record("STALE_IMAGE", 0.0)
-    level, message = health(stats.snapshot(), loaded=True, worker_alive=True)
-    assert level == "WARN" and "STALE_IMAGE" in message
-    for _ in range(3):
-        stats.record("OUT_OF_MEMORY", 1.0)
-    level, message = health(stats.snapshot(), loaded=True, worker_alive=True)
-    assert level == "ERROR" and "last 3 queries" in message
-    for _ in range(4):
-        stats.record("OK", 1.0)
-    assert health(stats.snapshot(), loaded=True, worker_alive=True)[0] == "OK"
-
-
-# --------------------------------------------------------------------------- progress
-
-
-def test_reasoning_so_far_hides_unfinished_tags():
-    assert reasoning_so_far("") == ""
-    assert reasoning_so_far("<think>The cu") == "The cu"
-    assert reasoning_so_far("<think>The cup</thi") == "The cup"
-    assert reasoning_so_far("<think>The cup</think><ans") == "The cup"
-    assert reasoning_so_far("<think>The cup</think><answer>{}") == "The cup"
-    assert reasoning_so_far("no tags yet") == ""
-
-
-def test_reasoning_stream_throttles_and_flags_segmenting():
-    now = [0.0]
-    stream = ReasoningStream(min_period=0.05, clock=lambda: now[0])
-    first = stream.add("<think>The")
-    assert first is not None and (first.stage, first.reasoning) == (REASONING, "The")
-    assert stream.add(" cup") is None  # within 50 ms
-    now[0] = 0.06
-    assert stream.add(" is").reasoning == "The cup is"
-    now[0] = 0.07
-    assert stream.add(" red.</think>") is None
-    changed = stream.add('<answer>{"bbox": [1, 2, 3, 4]}</answer>')  # stage change: at once
-    assert changed.stage == SEGMENTING and changed.reasoning == "The cup is red."
-    assert stream.text.startswith("<think>The cup is red.</think><answer>")
-
-
-def test_reasoning_stream_rate_is_bounded():
-    stream = ReasoningStream(min_period=0.05)
-    sent = 0
-    started = time.monotonic()
-    while time.monotonic() - started < 0.25:
-        sent += stream.add("x") is not None
-    assert 1 <= sent <= 7  # ~20 per second at most
