@@ -2,9 +2,10 @@
 description) from which the node declares its ROS parameters, `config/perception.yaml` is
 rendered, parameter files are validated and the launch file is checked. No rclpy import here.
 
-Regenerate the YAML after changing the table:
+Regenerate the YAML and the docs' table after changing the table (tests compare both):
 
     python -m segzero_ros.params > config/perception.yaml
+    python -m segzero_ros.params --markdown   # paste between the markers in docs/ros.md
 """
 
 from __future__ import annotations
@@ -365,5 +366,35 @@ def render_params_yaml(params: PerceptionParams | None = None, node_name: str = 
     return "\n".join(lines) + "\n"
 
 
+_TYPE_NAMES = {str: "string", int: "integer", float: "double", bool: "bool"}
+
+
+def render_params_markdown() -> str:
+    """The parameter table of docs/ros.md (name, type, default, when it applies, description),
+    generated from the same table as the YAML so the docs cannot drift from the code."""
+    rows = [
+        "| Parameter | Type | Default | Description |",
+        "|---|---|---|---|",
+    ]
+    for param in PARAMS:
+        default = yaml_value(param.default)
+        note = " Read-only at runtime." if param.read_only else ""
+        description = (param.description + note).replace("|", "\\|").replace("<", "&lt;")
+        rows.append(
+            f"| `{param.name}` | {_TYPE_NAMES[param.type]} | `{default}` | {description} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the parameter file (default) or, with --markdown, the docs' parameter table."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv not in ([], ["--markdown"]):
+        sys.stderr.write("usage: python -m segzero_ros.params [--markdown]\n")
+        return 2
+    sys.stdout.write(render_params_markdown() if argv else render_params_yaml())
+    return 0
+
+
 if __name__ == "__main__":
-    sys.stdout.write(render_params_yaml())
+    sys.exit(main())

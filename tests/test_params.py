@@ -183,7 +183,24 @@ def test_render_round_trips_any_values(tmp_path):
         assert yaml.safe_load(yaml_value(value)) == value
 
 
-def test_every_parameter_is_documented():
-    doc = (ROOT / "README.md").read_text(encoding="utf-8")
-    missing = [name for name in PARAM_NAMES if f"`{name}`" not in doc]
-    assert not missing, f"README.md does not mention {missing}"
+def test_the_docs_parameter_table_is_the_generated_one():
+    """docs/ros.md's table (names, types, defaults, descriptions) is exactly what the params
+    table renders; regenerate it with `python -m segzero_ros.params --markdown`."""
+    from segzero_ros.params import render_params_markdown
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ros.md").read_text(encoding="utf-8")
+    begin = text.index("<!-- parameters:")
+    begin = text.index("\n", begin) + 1
+    end = text.index("<!-- end of parameters -->")
+    assert text[begin:end] == render_params_markdown()
+
+
+def test_the_markdown_table_has_every_parameter_with_its_default():
+    from segzero_ros.params import render_params_markdown, yaml_value
+
+    rows = render_params_markdown().splitlines()[2:]
+    assert [row.split("`")[1] for row in rows] == list(PARAM_NAMES)
+    defaults = PerceptionParams().as_dict()
+    for row in rows:
+        name = row.split("`")[1]
+        assert f"| `{yaml_value(defaults[name])}` |" in row, row
