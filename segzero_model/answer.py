@@ -5,8 +5,9 @@ drifts: single quotes, code fences, truncation, several objects, the prompt's ex
 the thinking. Lenient mode recovers whatever the segmenter can use; strict mode accepts only what
 the training-time strict format reward accepts, so the two can be compared.
 
-Pure standard library: the JSON is decoded with ``json`` (after a textual normalisation when
-needed), never evaluated.
+The reply format itself (the tags, the strict keys, how the JSON objects are found and decoded)
+is `segzero_model.reply`'s, which the rewards read too. Pure standard library: the JSON is
+decoded with ``json`` (after a textual normalisation when needed), never evaluated.
 """
 
 from __future__ import annotations
@@ -14,48 +15,48 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
+
+from segzero_model.reply import (
+    ANSWER_CLOSE,
+    ANSWER_OPEN,
+    DEFAULT_VARIANT,
+    NUMBER,
+    STRICT_KEYS,
+    THINK_BLOCK,
+    THINK_CLOSE,
+    THINK_OPEN,
+    answer_region,
+    decode_object,
+    first_json_object,
+    is_strict_format,
+    is_thinking_format,
+    iter_objects,
+    normalise_json,
+    object_spans,
+    short_repr,
+)
 
 __all__ = [
     "Answer",
     "AnswerFormatError",
-    "extract_json_objects",
-    "first_json_object",
+    "extract_thinking",
     "parse_answer",
 ]
 
 _SNIPPET_CHARS = 200
-# Bounds that keep pathological input (huge garbage, deep nesting) linear-ish and fast.
-_MAX_QUOTE_RESTARTS = 16
-_MAX_DESCENT = 3
-_MAX_KEY_SEARCH_DEPTH = 3
+_MAX_KEY_SEARCH_DEPTH = 3  # how deep a wrapper object may hide the object with the keys
 
+# The keys the lenient parser reads; the strict keys are `reply.STRICT_KEYS`.
 _BOX_KEYS = ("bbox", "bbox_2d", "box")
 _POINT_PAIR_KEYS = (("points_1", "points_2"), ("point_1", "point_2"))
 _POINT_LIST_KEY = "points"
 _KNOWN_KEYS = frozenset(
     (*_BOX_KEYS, *(k for pair in _POINT_PAIR_KEYS for k in pair), _POINT_LIST_KEY)
 )
-_STRICT_KEYS = ("bbox", "points_1", "points_2")
-
-_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
-_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.IGNORECASE | re.DOTALL)
-_ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE)
-_ANSWER_CLOSE = re.compile(r"</answer>", re.IGNORECASE)
-
-# Characters that change the brace scanner's state; everything else is skipped at C speed.
-_SCAN_EVENT = re.compile(r"[{}\"'\\]")
-# A JSON object starts with a quoted key or closes at once; anything else cannot decode.
-_OBJECT_START = re.compile(r"\{\s*[\"'}]")
-# Tokens the normaliser rewrites; strings come first so their contents are never touched.
-_NORMALISE_TOKEN = re.compile(
-    r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|,(?=\s*[}\]])|[A-Za-z_]\w*", re.DOTALL
-)
-_SINGLE_QUOTED_ESCAPE = re.compile(r"\\.|\"", re.DOTALL)
-_PY_LITERALS = {"True": "true", "False": "false", "None": "null"}
-_NUMERIC_STRING = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# Strict mode reads the released checkpoints' answer: bbox, points_1, points_2.
+_STRICT_KEYS = STRICT_KEYS[DEFAULT_VARIANT]
+_NUMERIC_STRING = re.compile(NUMBER)
 
 
 class AnswerFormatError(ValueError):
@@ -82,153 +83,6 @@ def _quote(text: str, limit: int = _SNIPPET_CHARS) -> str:
     return repr(text)
 
 
-def _short(value: object) -> str:
-    """A truncated repr of a decoded JSON value for error messages."""
-    text = repr(value)
-    return text if len(text) <= _SNIPPET_CHARS else text[:_SNIPPET_CHARS] + "..."
-
-
-# --------------------------------------------------------------------------- JSON discovery
-
-
-def _object_spans(text: str, start: int, end: int) -> tuple[list[tuple[int, int]], bool]:
-    """Outermost balanced ``{...}`` spans of ``text[start:end]`` in order, and whether a ``{``
-    was left open.
-
-    Quotes only count inside braces, because prose apostrophes outside an object are common. An
-    unterminated string is re-read with its opening quote as a literal, so one stray apostrophe
-    cannot hide every later object. Spans inside a brace that never closes (truncated output)
-    are still reported.
-    """
-    completed: list[tuple[int, int]] = []
-    stack: list[int] = []
-    quote: str | None = None
-    quote_at = -1
-    restarts = 0
-    pos = start
-    while True:
-        match = _SCAN_EVENT.search(text, pos, end)
-        if match is None:
-            if quote is not None and restarts < _MAX_QUOTE_RESTARTS:
-                # Nothing inside a string touches the stack, so resuming here is exact.
-                quote, pos, restarts = None, quote_at + 1, restarts + 1
-                continue
-            break
-        char, at = match.group(), match.start()
-        pos = at + 1
-        if quote is not None:
-            if char == "\\":
-                pos = at + 2
-            elif char == quote:
-                quote = None
-        elif char == "{":
-            stack.append(at)
-        elif char == "}":
-            if stack:
-                completed.append((stack.pop(), at + 1))
-        elif char in "\"'" and stack:
-            quote, quote_at = char, at
-    completed.sort()
-    outermost: list[tuple[int, int]] = []
-    reach = -1
-    for span_start, span_end in completed:
-        if span_start >= reach:
-            outermost.append((span_start, span_end))
-            reach = span_end
-    return outermost, bool(stack)
-
-
-def _rewrite_token(match: re.Match[str], full: bool) -> str:
-    token = match.group()
-    if token.startswith("'"):
-
-        def escape(inner: re.Match[str]) -> str:
-            piece = inner.group()
-            if piece == '"':
-                return '\\"'
-            if piece == "\\'":
-                return "'"
-            return piece
-
-        return '"' + _SINGLE_QUOTED_ESCAPE.sub(escape, token[1:-1]) + '"'
-    if not full or token.startswith('"'):
-        return token
-    if token == ",":
-        return ""
-    return _PY_LITERALS.get(token, token)
-
-
-def _normalise(src: str, full: bool) -> str:
-    """Rewrite Python-ish JSON into JSON: single-quoted strings always; with `full`, also drop
-    trailing commas and map True/False/None. Textual only, so nothing is ever evaluated."""
-    return _NORMALISE_TOKEN.sub(lambda m: _rewrite_token(m, full), src)
-
-
-def _decode(span: str, lenient: bool) -> tuple[dict | None, str | None]:
-    """Decode one ``{...}`` span: plain JSON first, then the normalised copy."""
-    if not _OBJECT_START.match(span):
-        return None, "it does not start like a JSON object"
-    error = ""
-    normalised = _normalise(span, full=lenient)
-    for candidate in (span, normalised) if normalised != span else (span,):
-        try:
-            value = json.loads(candidate, strict=not lenient)
-        except RecursionError:
-            return None, "it is nested too deeply"
-        except ValueError as exc:  # JSONDecodeError, or int digit limits
-            error = str(exc)
-            continue
-        if isinstance(value, dict):
-            return value, None
-        return None, "it is not a JSON object"
-    return None, error
-
-
-@dataclass
-class _Found:
-    """One ``{...}`` span: its text, and the object or the reason it did not decode."""
-
-    text: str
-    obj: dict | None
-    error: str | None
-    nested: bool
-
-
-def _iter_found(text: str, start: int, end: int, lenient: bool, depth: int) -> Iterator[_Found]:
-    """Every span in order; inside a span that fails to decode, look for objects one level in."""
-    spans, _ = _object_spans(text, start, end)
-    for span_start, span_end in spans:
-        span = text[span_start:span_end]
-        obj, error = _decode(span, lenient)
-        yield _Found(span, obj, error, nested=depth > 0)
-        if obj is None and depth < _MAX_DESCENT:
-            yield from _iter_found(text, span_start + 1, span_end - 1, lenient, depth + 1)
-
-
-def extract_json_objects(text: str) -> list[dict]:
-    """Every JSON object in `text`, in order, decoded tolerantly ([] if none).
-
-    Objects inside a top-level JSON list are returned one by one; objects nested inside a
-    decoded object stay inside it.
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"expected str, got {type(text).__name__}")
-    return [f.obj for f in _iter_found(text, 0, len(text), True, 0) if f.obj is not None]
-
-
-def first_json_object(text: str) -> dict | None:
-    """The first JSON object in `text` or None; the released rewards also read only the first.
-
-    Unlike their ``{[^}]+}`` search this handles nested braces and single quotes.
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"expected str, got {type(text).__name__}")
-    for found in _iter_found(text, 0, len(text), True, 0):
-        if found.obj is not None:
-            return found.obj
-    return None
-
-
 # --------------------------------------------------------------------------- coordinates
 
 
@@ -237,7 +91,7 @@ def _coordinate(value: object, what: str, high: int) -> int:
     if isinstance(value, str) and _NUMERIC_STRING.fullmatch(value.strip()):
         value = float(value.strip())
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise AnswerFormatError(f"{what} value {_short(value)} is not a number")
+        raise AnswerFormatError(f"{what} value {short_repr(value)} is not a number")
     if isinstance(value, float):
         if not math.isfinite(value):
             raise AnswerFormatError(f"{what} value {value!r} is not finite")
@@ -263,7 +117,7 @@ def _unquote_list(value: object) -> object:
     """A list the model wrapped in a string ("[1, 2, 3, 4]") decodes to the list."""
     if isinstance(value, str) and value.strip().startswith("["):
         try:
-            return json.loads(_normalise(value.strip(), full=True))
+            return json.loads(normalise_json(value.strip(), full=True))
         except (ValueError, RecursionError):
             return value
     return value
@@ -276,10 +130,10 @@ def _lenient_box(value: object, key: str, high: int) -> tuple[int, int, int, int
     if _is_seq(value) and len(value) == 2 and all(_is_seq(p) and len(p) == 2 for p in value):
         value = [*value[0], *value[1]]  # [[x1, y1], [x2, y2]]
     if not _is_seq(value):
-        raise AnswerFormatError(f"{key!r} must be a list of 4 numbers, got {_short(value)}")
+        raise AnswerFormatError(f"{key!r} must be a list of 4 numbers, got {short_repr(value)}")
     if len(value) != 4:
         raise AnswerFormatError(
-            f"{key!r} must have 4 numbers (x1, y1, x2, y2), got {len(value)}: {_short(value)}"
+            f"{key!r} must have 4 numbers (x1, y1, x2, y2), got {len(value)}: {short_repr(value)}"
         )
     return _finish_box(value, repr(key), high)
 
@@ -289,7 +143,7 @@ def _lenient_point(value: object, key: str, high: int) -> tuple[int, int]:
     if _is_seq(value) and len(value) == 1 and _is_seq(value[0]):
         value = value[0]  # [[x, y]]
     if not _is_seq(value) or len(value) != 2:
-        raise AnswerFormatError(f"{key!r} must be one [x, y] pair, got {_short(value)}")
+        raise AnswerFormatError(f"{key!r} must be one [x, y] pair, got {short_repr(value)}")
     return _finish_point(value, repr(key), high)
 
 
@@ -347,7 +201,7 @@ def _lenient_fields(obj: dict, high: int) -> tuple[tuple | None, tuple | None]:
         pairs = _unquote_list(keyed[_POINT_LIST_KEY])
         if not _is_seq(pairs) or len(pairs) < 2 or not all(_is_seq(p) for p in pairs[:2]):
             raise AnswerFormatError(
-                f"'points' must be a list of two [x, y] pairs, got {_short(pairs)}"
+                f"'points' must be a list of two [x, y] pairs, got {short_repr(pairs)}"
             )
         points = (
             _lenient_point(pairs[0], "points[0]", high),
@@ -366,23 +220,23 @@ def _lenient_fields(obj: dict, high: int) -> tuple[tuple | None, tuple | None]:
 def _split_thinking(text: str) -> tuple[str | None, str]:
     """(thinking, text outside the thinking). Thinking often quotes the prompt's example
     answer, so the answer is never searched for inside it."""
-    opened = _THINK_OPEN.search(text)
+    opened = THINK_OPEN.search(text)
     if opened is None:
-        closed = _THINK_CLOSE.search(text)
+        closed = THINK_CLOSE.search(text)
         if closed is None:
             return None, text
         # Some chat templates put <think> in the prompt, so the reply starts mid-thought.
         return text[: closed.start()].strip(), text[closed.end() :]
     before = text[: opened.start()]
-    closed = _THINK_CLOSE.search(text, opened.end())
+    closed = THINK_CLOSE.search(text, opened.end())
     if closed is None:
-        answer = _ANSWER_OPEN.search(text, opened.end())
+        answer = ANSWER_OPEN.search(text, opened.end())
         if answer is None:  # truncated while thinking
             return text[opened.end() :].strip(), before
         return text[opened.end() : answer.start()].strip(), before + text[answer.start() :]
     thinking = text[opened.end() : closed.start()].strip()
-    after = _THINK_BLOCK.sub(" ", text[closed.end() :])
-    stray = _THINK_OPEN.search(after)
+    after = THINK_BLOCK.sub(" ", text[closed.end() :])
+    stray = THINK_OPEN.search(after)
     if stray is not None:  # a later <think> that never closes
         after = after[: stray.start()]
     return thinking, before + after
@@ -396,7 +250,7 @@ def extract_thinking(text: str) -> str | None:
 
 def _parse_lenient(text: str, high: int) -> Answer:
     thinking, outside = _split_thinking(text)
-    opened = _ANSWER_OPEN.search(outside)
+    opened = ANSWER_OPEN.search(outside)
     if opened is None:
         region, where = outside, "the output (outside <think>)"
         if not region.strip():
@@ -404,7 +258,7 @@ def _parse_lenient(text: str, high: int) -> Answer:
                 f"no answer: the output has only <think> text and no <answer>: {_quote(text)}"
             )
     else:
-        closed = _ANSWER_CLOSE.search(outside, opened.end())
+        closed = ANSWER_CLOSE.search(outside, opened.end())
         region = outside[opened.end() : closed.start() if closed else len(outside)]
         where = "the answer"
         if not region.strip():
@@ -413,7 +267,7 @@ def _parse_lenient(text: str, high: int) -> Answer:
 
     # Remember the most telling failure: bad values > no known keys > undecodable > nothing.
     best_rank, best_message = 0, ""
-    for found in _iter_found(region, 0, len(region), True, 0):
+    for found in iter_objects(region, 0, len(region)):
         if found.obj is None:
             rank = 0 if found.nested else 1
             message = f"could not decode a JSON object in {where} ({found.error}): "
@@ -438,7 +292,7 @@ def _parse_lenient(text: str, high: int) -> Answer:
             best_rank, best_message = rank, message
     if best_rank:
         raise AnswerFormatError(best_message)
-    _, left_open = _object_spans(region, 0, len(region))
+    _, left_open = object_spans(region, 0, len(region))
     if left_open:
         raise AnswerFormatError(
             f"no complete JSON object in {where}: a '{{' is never closed (truncated output?): "
@@ -457,7 +311,7 @@ def _strict_numbers(value: object, key: str, count: int) -> list:
         or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
     ):
         raise AnswerFormatError(
-            f"strict: {key!r} must be a list of exactly {count} numbers, got {_short(value)}"
+            f"strict: {key!r} must be a list of exactly {count} numbers, got {short_repr(value)}"
         )
     for v in value:
         if isinstance(v, float) and not math.isfinite(v):
@@ -466,20 +320,15 @@ def _strict_numbers(value: object, key: str, count: int) -> list:
 
 
 def _parse_strict(text: str, high: int) -> Answer:
-    """The strict format is what the strict rewards score 1 (thinking format + strict
-    segmentation format), so the parser and the rewards can never disagree; `_strict_problem`
-    only says what is wrong when they reject."""
-    from segzero_model.rewards import (
-        answer_region,
-        strict_format_reward,
-        thinking_format_reward,
-    )
-
-    if thinking_format_reward([text]) != [1.0] or strict_format_reward([text]) != [1.0]:
+    """The strict format is what the strict rewards score 1 (`reply.is_thinking_format` and
+    `reply.is_strict_format`, which those rewards call too), so the parser and the rewards can
+    never disagree; `_strict_problem` only says what is wrong when they reject."""
+    if not (is_thinking_format(text) and is_strict_format(text, DEFAULT_VARIANT)):
         _strict_problem(text, high)
         raise AnswerFormatError(
-            f"strict: not the strict format (<think>...</think><answer>{{JSON with bbox, "
-            f"points_1, points_2}}</answer>, each tag once, nothing around): {_quote(text)}"
+            f"strict: not the strict format (<think>...</think><answer>{{JSON with "
+            f"{', '.join(key for key, _ in _STRICT_KEYS)}}}</answer>, each tag once, nothing "
+            f"around): {_quote(text)}"
         )
     obj = first_json_object(answer_region(text))
     thinking = text[len("<think>") : text.index("</think>")].strip()
@@ -516,26 +365,26 @@ def _strict_problem(text: str, high: int) -> None:
     trailing = rest[answer_end + len("</answer>") :]
     if trailing.strip():
         raise AnswerFormatError(f"strict: text after </answer>: {_quote(trailing.strip())}")
-    spans, _ = _object_spans(content, 0, len(content))
+    spans, _ = object_spans(content, 0, len(content))
     if not spans:
         raise AnswerFormatError(f"strict: no JSON object in the answer: {_quote(content)}")
     span = content[spans[0][0] : spans[0][1]]
-    obj, error = _decode(span, lenient=False)
+    obj, error = decode_object(span, lenient=False)
     if obj is None:
         raise AnswerFormatError(
             f"strict: the answer's JSON object does not decode ({error}): {_quote(span)}"
         )
-    for key in _STRICT_KEYS:
+    names = {key for key, _ in _STRICT_KEYS}
+    for key, _ in _STRICT_KEYS:
         if key not in obj:
-            alternates = sorted(_KNOWN_KEYS.intersection(obj) - set(_STRICT_KEYS))
+            alternates = sorted(_KNOWN_KEYS.intersection(obj) - names)
             hint = f"; alternate keys {alternates} are not accepted" if alternates else ""
             raise AnswerFormatError(
                 f"strict: the answer's JSON object has no {key!r} key "
                 f"(found keys {[str(k) for k in obj]}{hint}): {_quote(span)}"
             )
-    _strict_numbers(obj["bbox"], "bbox", 4)
-    _strict_numbers(obj["points_1"], "points_1", 2)
-    _strict_numbers(obj["points_2"], "points_2", 2)
+    for key, count in _STRICT_KEYS:
+        _strict_numbers(obj[key], key, count)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -552,7 +401,7 @@ def parse_answer(text: str, strict: bool = False, frame_size: int = 840) -> Answ
     """
     if not isinstance(text, str):
         raise AnswerFormatError(
-            f"expected the model output as str, got {type(text).__name__}: {_short(text)}"
+            f"expected the model output as str, got {type(text).__name__}: {short_repr(text)}"
         )
     if isinstance(frame_size, bool) or not isinstance(frame_size, int) or frame_size < 1:
         raise ValueError(f"frame_size must be a positive int, got {frame_size!r}")

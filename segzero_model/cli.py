@@ -10,8 +10,9 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import ImageLoadError, ModelNotFoundError
-from .pipeline import DEFAULT_REASONING_MODEL, DEFAULT_SEGMENTATION_MODEL
+from segzero_model.device import DeviceUnavailableError
+from segzero_model.errors import ImageLoadError, ModelNotFoundError
+from segzero_model.pipeline import DEFAULT_REASONING_MODEL, DEFAULT_SEGMENTATION_MODEL
 
 EXIT_FAILED_QUERY = 1
 EXIT_USAGE = 2
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _make_tiny(directory: Path) -> int:
-    from .tiny import copy_tiny_models
+    from segzero_model.tiny import copy_tiny_models
 
     reasoner_dir, segmenter_dir = copy_tiny_models(directory)
     print(f"tiny reasoning model:    {reasoner_dir}")
@@ -68,7 +69,7 @@ def _make_tiny(directory: Path) -> int:
 
 
 def _infer(args) -> int:
-    from .images import load_image
+    from segzero_model.images import load_image
 
     if args.max_new_tokens < 1:
         return _usage_error("--max-new-tokens must be at least 1")
@@ -80,6 +81,8 @@ def _infer(args) -> int:
     reasoning_model, segmentation_model = _model_names(args)
     try:
         pipeline = _load_pipeline(args, reasoning_model, segmentation_model)
+    except DeviceUnavailableError as error:
+        return _usage_error(error.advice("--device cpu"))
     except (ModelNotFoundError, ValueError) as error:
         return _usage_error(str(error))
 
@@ -89,8 +92,8 @@ def _infer(args) -> int:
         args.json.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
     if args.output is not None:
-        from .images import save_image
-        from .overlay import draw_overlay
+        from segzero_model.images import save_image
+        from segzero_model.overlay import draw_overlay
 
         save_image(args.output, draw_overlay(image, result))
         print(f"wrote {args.output}")
@@ -103,7 +106,7 @@ def _model_names(args) -> tuple[str, str]:
             args.reasoning_model or DEFAULT_REASONING_MODEL,
             args.segmentation_model or DEFAULT_SEGMENTATION_MODEL,
         )
-    from .tiny import TINY_WARNING, ensure_tiny_models
+    from segzero_model.tiny import TINY_WARNING, ensure_tiny_models
 
     print(TINY_WARNING, file=sys.stderr)
     if args.reasoning_model or args.segmentation_model:
@@ -112,7 +115,7 @@ def _model_names(args) -> tuple[str, str]:
 
 
 def _load_pipeline(args, reasoning_model: str, segmentation_model: str):
-    from .pipeline import SegZeroPipeline
+    from segzero_model.pipeline import SegZeroPipeline
 
     print(f"loading {reasoning_model} and {segmentation_model} ...", file=sys.stderr)
     return SegZeroPipeline.from_pretrained(

@@ -3,20 +3,58 @@
 from __future__ import annotations
 
 import importlib.util
+import re
+
+_DEVICE = re.compile(r"cpu|cuda(?::\d+)?")
+
+
+class DeviceUnavailableError(ValueError):
+    """A CUDA device was requested that this machine does not have.
+
+    `device` is the requested device string ('cuda', 'cuda:1'); `visible` is how many CUDA
+    GPUs are visible (0 when none). The message is neutral about how the CPU is chosen; each
+    caller spells that its own way with `advice` (the CLI: ``--device cpu``, the ROS node:
+    ``device:=cpu``).
+    """
+
+    def __init__(self, device: str, visible: int):
+        self.device = device
+        self.visible = visible
+        if visible == 0:
+            problem = f"device {device!r} was requested but no CUDA GPU is visible"
+        else:
+            problem = (
+                f"device {device!r} was requested but only {visible} CUDA GPU(s) are visible "
+                f"(cuda:0 to cuda:{visible - 1})"
+            )
+        self.problem = problem
+        super().__init__(f"{problem}; choose the CPU device")
+
+    def advice(self, cpu_choice: str) -> str:
+        """The message with the caller's way to choose the CPU, e.g. ``advice("--device cpu")``
+        gives "... no CUDA GPU is visible; use --device cpu"."""
+        return f"{self.problem}; use {cpu_choice}"
 
 
 def resolve_device(device: str = "auto") -> str:
-    """'auto' → 'cuda' when a GPU is visible, else 'cpu'; anything else is validated and kept."""
+    """'auto' → 'cuda' when a GPU is visible, else 'cpu'; anything else is validated and kept.
+
+    Raises:
+        DeviceUnavailableError: 'cuda' or 'cuda:N' was asked for and that GPU is not visible.
+        ValueError: `device` is not 'auto', 'cpu', 'cuda' or 'cuda:N'.
+    """
+    if not isinstance(device, str) or not (device == "auto" or _DEVICE.fullmatch(device)):
+        raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if device == "cpu":
+        return device
     import torch
 
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(
-            f"device {device!r} was requested but no CUDA GPU is visible; use --device cpu"
-        )
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return "cuda" if visible else "cpu"
+    index = int(device.partition(":")[2] or 0)
+    if index >= visible:
+        raise DeviceUnavailableError(device, visible)
     return device
 
 

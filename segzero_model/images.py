@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageLoadError, InvalidImageError
+from segzero_model.errors import ImageLoadError, InvalidImageError
 
 
 def to_rgb8(image) -> np.ndarray:

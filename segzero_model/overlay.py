@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .result import SegmentationResult
+from segzero_model.result import SegmentationResult
 
 MASK_COLOR = (255, 64, 0)  # RGB
 BOX_COLOR = (0, 255, 0)

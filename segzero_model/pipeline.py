@@ -14,11 +14,11 @@ from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
-from .answer import AnswerFormatError, extract_thinking, parse_answer
-from .errors import InvalidImageError
-from .geometry import scale_box, scale_xy
-from .images import to_rgb8
-from .result import SegmentationResult, Status
+from segzero_model.answer import AnswerFormatError, extract_thinking, parse_answer
+from segzero_model.errors import InvalidImageError
+from segzero_model.geometry import scale_box, scale_xy
+from segzero_model.images import to_rgb8
+from segzero_model.result import SegmentationResult, Status
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ class SegZeroPipeline:
         max_query_chars: int = MAX_QUERY_CHARS,
     ) -> SegZeroPipeline:
         """Load both models (hub ids or local directories); raises `ModelNotFoundError`."""
-        from .reasoner import Reasoner
-        from .segmenter import Segmenter
+        from segzero_model.reasoner import Reasoner
+        from segzero_model.segmenter import Segmenter
 
         reasoner = Reasoner.from_pretrained(
             reasoning_model, device=device, dtype=dtype, max_new_tokens=max_new_tokens

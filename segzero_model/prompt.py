@@ -1,8 +1,12 @@
 """The Seg-Zero user prompt: by default byte-identical to the released checkpoints' training
 prompt; variants for the paper's ablations (no thinking; box-only or points-only answers)."""
 
+from __future__ import annotations
+
 import os
 from pathlib import Path
+
+from segzero_model.reply import DEFAULT_VARIANT, STRICT_KEYS, VARIANTS, check_variant
 
 ANSWER_EXAMPLE = "{'bbox': [10,100,200,210], 'points_1': [30,110], 'points_2': [35,180]}"
 
@@ -21,20 +25,35 @@ THINKING_TAGS = (
 )
 ANSWER_ONLY_TAGS = "Output the final answer in <answer> </answer> tags."
 
+# The example answer's values; each variant's example shows its own keys (`reply.STRICT_KEYS`),
+# written as the released example is: single quotes, no space inside the lists.
+_EXAMPLE_VALUES = {"bbox": (10, 100, 200, 210), "points_1": (30, 110), "points_2": (35, 180)}
+
 # What the model is asked for, per answer variant (Table 2 of the paper): the words in the first
-# and fourth sentences and the example answer.
-ANSWER_VARIANTS: dict[str, tuple[str, str, str]] = {
+# and fourth sentences.
+_VARIANT_WORDS: dict[str, tuple[str, str]] = {
     "box_points": (
         "bbox and points",
         "the one bbox and points of two largest inscribed circles",
-        ANSWER_EXAMPLE,
     ),
-    "box": ("bbox", "the one bbox", "{'bbox': [10,100,200,210]}"),
-    "points": (
-        "points",
-        "the points of two largest inscribed circles",
-        "{'points_1': [30,110], 'points_2': [35,180]}",
-    ),
+    "box": ("bbox", "the one bbox"),
+    "points": ("points", "the points of two largest inscribed circles"),
+}
+
+
+def example_answer(answer: str = DEFAULT_VARIANT) -> str:
+    """The prompt's example JSON for the `answer` variant, e.g. ``{'bbox': [10,100,200,210]}``."""
+    fields = (
+        f"'{key}': [{','.join(str(v) for v in _EXAMPLE_VALUES[key])}]"
+        for key, _ in STRICT_KEYS[check_variant(answer)]
+    )
+    return "{" + ", ".join(fields) + "}"
+
+
+# Per variant: (what to find, what to output, the example answer), for every variant of
+# `reply.VARIANTS` (a variant without words fails here, at import).
+ANSWER_VARIANTS: dict[str, tuple[str, str, str]] = {
+    name: (*_VARIANT_WORDS[name], example_answer(name)) for name in VARIANTS
 }
 
 
@@ -43,15 +62,14 @@ def normalize_question(query: str) -> str:
     return query.lower().strip(".")
 
 
-def build_prompt(query: str, *, thinking: bool = True, answer: str = "box_points") -> str:
+def build_prompt(query: str, *, thinking: bool = True, answer: str = DEFAULT_VARIANT) -> str:
     """Return the user text for `query` (the chat template is applied by the reasoner).
 
     The defaults give the released prompt. `thinking=False` asks for the answer alone (the
     paper's RL-without-CoT and SFT rows); `answer` is "box_points", "box" or "points".
     """
-    if answer not in ANSWER_VARIANTS:
-        raise ValueError(f"unknown answer variant {answer!r}; valid: {list(ANSWER_VARIANTS)}")
-    if thinking and answer == "box_points":
+    check_variant(answer)
+    if thinking and answer == DEFAULT_VARIANT:
         return PROMPT_TEMPLATE.format(question=normalize_question(query), answer=ANSWER_EXAMPLE)
     wanted, output, example = ANSWER_VARIANTS[answer]
     if thinking:
@@ -69,7 +87,9 @@ def build_prompt(query: str, *, thinking: bool = True, answer: str = "box_points
     )
 
 
-def build_messages(query: str, *, thinking: bool = True, answer: str = "box_points") -> list[dict]:
+def build_messages(
+    query: str, *, thinking: bool = True, answer: str = DEFAULT_VARIANT
+) -> list[dict]:
     """The chat the model gets: one user turn, the image then `build_prompt`'s text. Inference
     and training both build it here, so the model is trained on what it is later asked."""
     text = build_prompt(query, thinking=thinking, answer=answer)
@@ -85,7 +105,7 @@ def checkpoint_prompt_variant(checkpoint_dir: str | os.PathLike) -> dict:
     file; the released prompt's values for a checkpoint without one (the released models)."""
     import json
 
-    variant = {"thinking": True, "answer": "box_points"}
+    variant = {"thinking": True, "answer": DEFAULT_VARIANT}
     path = Path(checkpoint_dir) / RECIPE_FILE
     if path.is_file():
         recipe = json.loads(path.read_text())

@@ -21,6 +21,7 @@ from segzero_model.device import default_attention, resolve_device, resolve_dtyp
 from segzero_model.errors import ModelNotFoundError
 from segzero_model.geometry import REASONING_SIZE
 from segzero_model.prompt import build_messages, checkpoint_prompt_variant
+from segzero_model.reply import DEFAULT_VARIANT
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,7 +62,7 @@ class Reasoner:
         device: str,
         max_new_tokens: int,
         thinking: bool = True,
-        answer: str = "box_points",
+        answer: str = DEFAULT_VARIANT,
     ):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")

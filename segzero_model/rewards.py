@@ -22,11 +22,12 @@ pickle. `REWARD_FUNCTIONS` maps recipe names to them and `get_reward_functions` 
 Decisions (the issue's spec wins over the paper where they differ):
 
 - Every reward except ``thinking_format`` reads the FIRST JSON object (decoded tolerantly by
-  `segzero_model.answer.first_json_object`, as the released rewards read only the first) of the
-  answer: the text between the first ``<answer>`` after the thinking and the next
-  ``</answer>`` (or the end, if truncated). Without an ``<answer>`` tag the whole completion is
-  read, as the released rewards do; ``thinking_format`` already scores such a reply 0. The box
-  rewards need only the exact key ``bbox``, so a box scores even when the points are missing.
+  `segzero_model.reply.first_json_object`, as the released rewards read only the first) of the
+  answer (`segzero_model.reply.answer_region`): the text between the first ``<answer>`` after
+  the thinking and the next ``</answer>`` (or the end, if truncated). Without an ``<answer>``
+  tag the whole completion is read, as the released rewards do; ``thinking_format`` already
+  scores such a reply 0. The box rewards need only the exact key ``bbox``, so a box scores even
+  when the points are missing.
 - Boxes are XYXY inclusive pixel boxes (area (x2-x1+1)(y2-y1+1), `segzero_model.metrics.box_iou`).
   Corner order does not matter: like `box_iou` and `parse_answer`, the rewards order the corners
   first, so the box that is rewarded is the box the segmenter would get.
@@ -43,6 +44,8 @@ Decisions (the issue's spec wins over the paper where they differ):
 - One bad completion (garbage, None content, wrong types or lengths, NaN, huge numbers) scores
   0 and never raises. A malformed ground truth is a data bug, so `parse_solution` raises
   ValueError for it, as do a missing ``solution`` column and an invalid ``image_size``.
+- The reply format (tags, keys per answer variant, strict JSON) is `segzero_model.reply`'s, and
+  the ground-truth string is `segzero_model.targets.parse_solution`'s; this module only scores.
 
 The paper's Figure 2 prints illustrative scores; under these definitions its three samples
 score 1/1/1/1/1, 1/0/1/1/0 and 0/0/1/0/0 (think/format/IoU/box L1/points), as the released
@@ -51,16 +54,27 @@ rewards give them (tests/test_rewards.py reproduces them and explains each numbe
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
-import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from segzero_model.answer import first_json_object
 from segzero_model.geometry import REASONING_SIZE
 from segzero_model.metrics import box_iou
+from segzero_model.reply import (
+    DEFAULT_VARIANT,
+    STRICT_KEYS,
+    answer_region,
+    check_variant,
+    completion_text,
+    finite_numbers,
+    first_json_object,
+    is_strict_format,
+    is_thinking_format,
+    short_repr,
+    variant_has,
+)
+from segzero_model.targets import Box, Point, Solution, parse_solution
 
 __all__ = [
     "BOX_L1_THRESHOLD",
@@ -68,13 +82,10 @@ __all__ = [
     "IOU_THRESHOLD",
     "POINTS_DISTANCE_THRESHOLD",
     "REWARD_FUNCTIONS",
-    "STRICT_KEYS",
-    "answer_region",
     "box_iou_reward",
     "box_l1_reward",
-    "completion_text",
+    "format_reward_name",
     "get_reward_functions",
-    "parse_solution",
     "points_only_reward",
     "points_reward",
     "recipe_rewards",
@@ -95,75 +106,7 @@ IOU_THRESHOLD = 0.5  # box_iou: 1 if IoU > this
 BOX_L1_THRESHOLD = 10.0  # box_l1: 1 if the mean absolute coordinate difference < this (px)
 POINTS_DISTANCE_THRESHOLD = 100.0  # points: 1 if the mean point distance < this (px)
 
-Box = tuple[float, float, float, float]
-Point = tuple[float, float]
-Solution = tuple[Box, tuple[Point, Point]]
-
-_SNIPPET_CHARS = 200
-
 # --------------------------------------------------------------------------- completions
-
-
-def _content_text(content: object) -> str:
-    """Text of a message content: a string, or a list of ``{"type": "text", "text": ...}``
-    parts (other parts, such as images, are skipped); anything else is empty."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list | tuple):
-        pieces = []
-        for part in content:
-            if isinstance(part, str):
-                pieces.append(part)
-            elif isinstance(part, dict) and part.get("type", "text") == "text":
-                text = part.get("text")
-                if isinstance(text, str):
-                    pieces.append(text)
-        return "".join(pieces)
-    return ""
-
-
-def completion_text(completion: object) -> str:
-    """The text of one completion in any of TRL's formats ("" when there is none).
-
-    A plain string; a conversational list of messages (``[{"role": "assistant", "content":
-    ...}]``, their contents joined); or one message dict. A content is a string or a list of
-    ``{"type": "text", "text": ...}`` parts; None or any other type gives "".
-    """
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        return _content_text(completion.get("content"))
-    if isinstance(completion, list | tuple):
-        return "".join(
-            m if isinstance(m, str) else _content_text(m.get("content"))
-            for m in completion
-            if isinstance(m, str | dict)
-        )
-    return ""
-
-
-# Case-insensitive for finding the answer (accuracy is about content); the thinking format
-# reward below matches the exact lower-case tags.
-_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
-_ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE)
-_ANSWER_CLOSE = re.compile(r"</answer>", re.IGNORECASE)
-
-
-def answer_region(text: str) -> str:
-    """The text the accuracy and segmentation format rewards read.
-
-    The content of the first ``<answer>`` that follows the first ``</think>`` (or the start,
-    when there is none), up to the next ``</answer>`` or the end of a truncated reply. Without
-    an ``<answer>`` tag, the whole text (so a JSON object in the thinking counts, as in the
-    released rewards; such a reply scores 0 on ``thinking_format``). An empty answer stays
-    empty: it does not fall back to the whole text.
-    """
-    think_end = _THINK_CLOSE.search(text)
-    opened = _ANSWER_OPEN.search(text, think_end.end() if think_end else 0)
-    if opened is None:
-        return text
-    closed = _ANSWER_CLOSE.search(text, opened.end())
-    return text[opened.end() : closed.start() if closed else len(text)]
 
 
 def _answer_object(completion: object) -> dict | None:
@@ -178,24 +121,6 @@ def _is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _numbers(value: object, count: int) -> tuple[float, ...] | None:
-    """`value` as `count` finite floats if it is a list of exactly `count` numbers, else None."""
-    if not isinstance(value, list | tuple) or len(value) != count:
-        return None
-    out = []
-    for item in value:
-        if not _is_number(item):
-            return None
-        try:
-            number = float(item)
-        except OverflowError:  # an int too large for a float
-            return None
-        if not math.isfinite(number):
-            return None
-        out.append(number)
-    return tuple(out)
-
-
 def _ordered(box: Sequence[float]) -> Box:
     x1, y1, x2, y2 = box
     return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
@@ -205,7 +130,7 @@ def _predicted_box(obj: dict | None) -> Box | None:
     """The answer's ``bbox`` with ordered corners, or None when missing or malformed."""
     if obj is None:
         return None
-    box = _numbers(obj.get("bbox"), 4)
+    box = finite_numbers(obj.get("bbox"), 4)
     return None if box is None else _ordered(box)
 
 
@@ -213,7 +138,8 @@ def _predicted_points(obj: dict | None) -> tuple[Point, Point] | None:
     """The answer's ``points_1`` and ``points_2``, or None when either is missing/malformed."""
     if obj is None:
         return None
-    first, second = _numbers(obj.get("points_1"), 2), _numbers(obj.get("points_2"), 2)
+    first = finite_numbers(obj.get("points_1"), 2)
+    second = finite_numbers(obj.get("points_2"), 2)
     if first is None or second is None:
         return None
     return first, second  # type: ignore[return-value]
@@ -248,87 +174,6 @@ def _inside(point: Point, box: Box) -> bool:
 
 # --------------------------------------------------------------------------- ground truth
 
-_NUMBER = r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*"
-_PAIR = rf"\({_NUMBER},{_NUMBER}\)"
-_SOLUTION_TEXT = re.compile(
-    rf"\s*<box>\s*{_PAIR}\s*,\s*{_PAIR}\s*</box>\s*<points>\s*{_PAIR}\s*,\s*{_PAIR}\s*</points>\s*"
-)
-_SOLUTION_EXAMPLE = "<box>(x1,y1),(x2,y2)</box><points>(x1,y1),(x2,y2)</points>"
-
-
-def _snippet(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _SNIPPET_CHARS else text[:_SNIPPET_CHARS] + "..."
-
-
-def _solution_from_dict(data: dict, original: object) -> Solution:
-    parsed = {}
-    for key, count in (("bbox", 4), ("points_1", 2), ("points_2", 2)):
-        if key not in data:
-            raise ValueError(
-                f"malformed ground truth: no {key!r} key (found {sorted(map(str, data))}): "
-                f"{_snippet(original)}"
-            )
-        values = _numbers(data[key], count)
-        if values is None:
-            raise ValueError(
-                f"malformed ground truth: {key!r} must be {count} finite numbers, got "
-                f"{_snippet(data[key])} in {_snippet(original)}"
-            )
-        parsed[key] = values
-    x1, y1, x2, y2 = parsed["bbox"]
-    if x1 > x2 or y1 > y2:
-        raise ValueError(
-            f"malformed ground truth: 'bbox' must be (x1, y1, x2, y2) with x1 <= x2 and "
-            f"y1 <= y2, got {parsed['bbox']} in {_snippet(original)}"
-        )
-    return parsed["bbox"], (parsed["points_1"], parsed["points_2"])  # type: ignore[return-value]
-
-
-def parse_solution(solution: object) -> Solution:
-    """The ground truth ``(bbox, (point_1, point_2))`` of one sample, as floats.
-
-    Accepts the released datasets' string
-    ``<box>(x1,y1),(x2,y2)</box><points>(x1,y1),(x2,y2)</points>``, a JSON string
-    ``{"bbox": [x1, y1, x2, y2], "points_1": [x, y], "points_2": [x, y]}`` or that dict
-    already decoded (extra keys are ignored). The box is XYXY, inclusive pixels, in the frame
-    the answers are in (840x840 in the released data).
-
-    Unlike the rewards, which score a bad completion 0, this raises: a malformed ground truth
-    is a data bug that must not silently train the model towards 0 rewards.
-
-    Raises:
-        ValueError: the solution is not one of those forms, a value is not a finite number,
-            a list has the wrong length, or the box has x1 > x2 or y1 > y2.
-    """
-    if isinstance(solution, dict):
-        return _solution_from_dict(solution, solution)
-    if not isinstance(solution, str):
-        raise ValueError(
-            f"malformed ground truth: expected a str or dict, got {type(solution).__name__}: "
-            f"{_snippet(solution)}"
-        )
-    if solution.strip().startswith("{"):
-        try:
-            data = json.loads(solution)
-        except (ValueError, RecursionError) as exc:
-            raise ValueError(
-                f"malformed ground truth: invalid JSON ({exc}): {_snippet(solution)}"
-            ) from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"malformed ground truth: not a JSON object: {_snippet(solution)}")
-        return _solution_from_dict(data, solution)
-    match = _SOLUTION_TEXT.fullmatch(solution)
-    if match is None:
-        raise ValueError(
-            f"malformed ground truth: expected {_SOLUTION_EXAMPLE!r} or a JSON object with "
-            f"'bbox', 'points_1' and 'points_2', got {_snippet(solution)}"
-        )
-    values = [float(v) for v in match.groups()]
-    return _solution_from_dict(
-        {"bbox": values[0:4], "points_1": values[4:6], "points_2": values[6:8]}, solution
-    )
-
 
 def _solutions(solution: object, count: int, reward: str) -> list[Solution]:
     """One parsed ground truth per completion, from TRL's ``solution`` column."""
@@ -337,7 +182,7 @@ def _solutions(solution: object, count: int, reward: str) -> list[Solution]:
     if isinstance(solution, str | dict) or not isinstance(solution, Sequence):
         raise ValueError(
             f"{reward}: 'solution' must be a list with one ground truth per completion, got "
-            f"{type(solution).__name__}: {_snippet(solution)}"
+            f"{type(solution).__name__}: {short_repr(solution)}"
         )
     if len(solution) != count:
         raise ValueError(
@@ -353,11 +198,11 @@ def _frame_side(value: object) -> float:
     sides = value if isinstance(value, list | tuple) else [value]
     if len(sides) not in (1, 2) or not all(_is_number(s) for s in sides):
         raise ValueError(
-            f"image_size must be a number or a (width, height) pair, got {_snippet(value)}"
+            f"image_size must be a number or a (width, height) pair, got {short_repr(value)}"
         )
     side = max(float(s) for s in sides)
     if not (math.isfinite(side) and side > 0):
-        raise ValueError(f"image_size must be positive and finite, got {_snippet(value)}")
+        raise ValueError(f"image_size must be positive and finite, got {short_repr(value)}")
     return side
 
 
@@ -379,71 +224,16 @@ def _frame_sides(image_size: object, count: int) -> list[float]:
 
 # --------------------------------------------------------------------------- format rewards
 
-_THINKING_FORMAT = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
-_FORMAT_TAG = re.compile(r"</?(?:think|answer)>")
-
 
 def thinking_format_reward(completions: Iterable[object], **kwargs: Any) -> list[float]:
     """1.0 if the completion is exactly ``<think>...</think>``, white space, ``<answer>...
     </answer>``, with nothing before or after (not even white space) and each of the four tags
     once (a second ``<answer>`` is not the format); else 0.0."""
-    scores = []
-    for completion in completions:
-        text = completion_text(completion)
-        # Counting the tags first also keeps the regex linear on replies full of tags.
-        ok = len(_FORMAT_TAG.findall(text)) == 4 and _THINKING_FORMAT.fullmatch(text) is not None
-        scores.append(1.0 if ok else 0.0)
-    return scores
+    return [1.0 if is_thinking_format(completion_text(c)) else 0.0 for c in completions]
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not JSON")
-
-
-# `first_json_object` forgives trailing commas, True/False/None, raw control characters in
-# strings and NaN/Infinity, and finds an object inside a larger span that does not decode.
-# The strict format reward must accept only real JSON (or JSON written with single quotes, as
-# the prompt's own example is), so it also decodes strictly from each "{" in turn and requires
-# the first object found that way to be the tolerant first object.
-_STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-_MAX_STRICT_STARTS = 64  # bounds the work on garbage full of braces
-
-
-def _strict_first_object(region: str) -> dict | None:
-    """The first dict that real JSON (or JSON with all ' read as ") decodes to, or None."""
-    swapped = region.replace("'", '"') if "'" in region else None
-    for tried, brace in enumerate(re.finditer(r"\{", region)):
-        if tried == _MAX_STRICT_STARTS:
-            break
-        for candidate in (region, swapped):
-            if candidate is None:
-                continue
-            try:
-                value, _ = _STRICT_DECODER.raw_decode(candidate, brace.start())
-            except (ValueError, RecursionError):
-                continue
-            if isinstance(value, dict):
-                return value
-    return None
-
-
-# The exact keys (and value lengths) each answer variant must carry (prompt.ANSWER_VARIANTS).
-STRICT_KEYS: dict[str, tuple[tuple[str, int], ...]] = {
-    "box_points": (("bbox", 4), ("points_1", 2), ("points_2", 2)),
-    "box": (("bbox", 4),),
-    "points": (("points_1", 2), ("points_2", 2)),
-}
-
-
-def _is_strict_format(completion: object, answer: str = "box_points") -> bool:
-    region = answer_region(completion_text(completion))
-    obj = first_json_object(region)
-    if obj is None or _strict_first_object(region) != obj:
-        return False
-    return all(
-        isinstance(obj.get(key), list) and _numbers(obj[key], count) is not None
-        for key, count in STRICT_KEYS[answer]
-    )
+def _is_strict_format(completion: object, answer: str = DEFAULT_VARIANT) -> bool:
+    return is_strict_format(completion_text(completion), answer)
 
 
 def strict_format_reward(completions: Iterable[object], **kwargs: Any) -> list[float]:
@@ -453,14 +243,18 @@ def strict_format_reward(completions: Iterable[object], **kwargs: Any) -> list[f
     return [1.0 if _is_strict_format(c) else 0.0 for c in completions]
 
 
-def _is_soft_format(completion: object, answer: str = "box_points") -> bool:
+def _is_soft_format(completion: object, answer: str = DEFAULT_VARIANT) -> bool:
+    """A key containing "bbox" with 4 numbers if the variant has a box, and two keys containing
+    "point" with 2 numbers each if it has points."""
     obj = _answer_object(completion)
     if obj is None:
         return False
     pairs = [(str(key).lower(), value) for key, value in obj.items()]
-    boxes = sum("bbox" in k and _numbers(v, 4) is not None for k, v in pairs)
-    points = sum("point" in k and _numbers(v, 2) is not None for k, v in pairs)
-    return (boxes >= 1 or answer == "points") and (points >= 2 or answer == "box")
+    boxes = sum("bbox" in k and finite_numbers(v, 4) is not None for k, v in pairs)
+    points = sum("point" in k and finite_numbers(v, 2) is not None for k, v in pairs)
+    return (boxes >= 1 or not variant_has(answer, "bbox")) and (
+        points >= 2 or not variant_has(answer, "points_1")
+    )
 
 
 def soft_format_reward(completions: Iterable[object], **kwargs: Any) -> list[float]:
@@ -704,27 +498,35 @@ def recipe_rewards(
     thinking: bool = True,
     format: str = "strict",
     accuracy: str = "hard",
-    answer: str = "box_points",
+    answer: str = DEFAULT_VARIANT,
 ) -> tuple[str, ...]:
     """The reward names of one training recipe: the paper's switches, defaults = `DEFAULT_REWARDS`.
 
     `thinking=False` drops the thinking-format reward (the no-CoT rows); `format` is "strict" or
     "soft" (Table 4), `accuracy` "hard" or "soft" (Table 3); `answer` "box_points", "box" or
     "points" (Table 2: a box-only answer has no point reward, a points-only answer no box
-    rewards, and its point reward cannot ask the points to lie inside a box).
+    rewards, and its point reward cannot ask the points to lie inside a box). The rewards follow
+    from the variant's keys (`reply.STRICT_KEYS`): box rewards for a ``bbox``, a point reward
+    for ``points_1``/``points_2``.
     """
     choices = {"format": (format, ("strict", "soft")), "accuracy": (accuracy, ("hard", "soft"))}
     choices["answer"] = (answer, tuple(STRICT_KEYS))
     for name, (value, valid) in choices.items():
         if value not in valid:
             raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    has_box, has_points = variant_has(answer, "bbox"), variant_has(answer, "points_1")
     soft = "soft_" if accuracy == "soft" else ""
     names = ["thinking_format"] if thinking else []
-    names.append(f"{format}_format" if answer == "box_points" else f"{format}_{answer}_format")
-    if answer in ("box_points", "box"):
+    names.append(format_reward_name(format, answer))
+    if has_box:
         names += [f"{soft}box_iou", f"{soft}box_l1"]
-    if answer == "box_points":
-        names.append(f"{soft}points")
-    elif answer == "points":
-        names.append(f"{soft}points_only")
+    if has_points:
+        names.append(f"{soft}points" if has_box else f"{soft}points_only")
     return tuple(names)
+
+
+def format_reward_name(format: str, answer: str = DEFAULT_VARIANT) -> str:
+    """The registry name of the `format` ("strict" or "soft") reward of the `answer` variant:
+    ``strict_format`` for the default variant, ``strict_box_format`` for "box", and so on."""
+    check_variant(answer)
+    return f"{format}_format" if answer == DEFAULT_VARIANT else f"{format}_{answer}_format"

@@ -4,7 +4,7 @@ The image embedding is the expensive part, so it is computed once per image (`se
 reused by every `predict` on that image; only the latest image's embedding is kept.
 
 Models load from a local directory (a config `.yaml` next to a `.pt` checkpoint, see
-`segzero_model.tiny_sam2`), a released checkpoint file (`sam2.1_hiera_large.pt`), or a hub id
+`segzero_model.tiny.sam2`), a released checkpoint file (`sam2.1_hiera_large.pt`), or a hub id
 (`facebook/sam2.1-hiera-large`, read from the local Hugging Face cache when it is there).
 All of them are built by `build_sam2_model`, from the YAML with hydra, as sam2 itself does.
 """

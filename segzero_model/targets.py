@@ -1,4 +1,9 @@
-"""Training targets from a ground-truth mask: the answer the reasoning model should give.
+"""Training targets: the answer the reasoning model should give, from a ground-truth mask, and
+the training solution string both ways.
+
+`mask_to_target` computes the bbox and two points of a mask; `format_solution` writes them as
+the released datasets' ``solution`` column and `parse_solution` reads that column back (the
+rewards and the SFT targets call it).
 
 Seg-Zero rewards the model for a bbox and two points. Following the paper, the bbox is spanned by
 the leftmost, topmost, rightmost and bottommost foreground pixels, and the points are the centres
@@ -10,11 +15,19 @@ All coordinates are integer pixel indices (x = column, y = row) of the mask give
 
 from __future__ import annotations
 
+import json
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+
+from segzero_model.reply import DEFAULT_VARIANT, NUMBER, STRICT_KEYS, finite_numbers, short_repr
+
+Box = tuple[float, float, float, float]
+Point = tuple[float, float]
+Solution = tuple[Box, tuple[Point, Point]]
 
 # The distance transform is float32 (about 7 significant digits) and OpenCV's values can differ
 # from the exact ones, and between calls, by an ulp, so scores within this fraction of
@@ -159,6 +172,8 @@ def mask_to_target(mask: np.ndarray) -> Target:
         ValueError: `mask` is not a non-empty 2-D bool or numeric array (or holds NaN/inf).
         EmptyMaskError: `mask` has no foreground pixel.
     """
+    import cv2
+
     fg = _foreground(mask)
     rows = fg.any(axis=1)
     if not rows.any():
@@ -210,4 +225,93 @@ def mask_to_target(mask: np.ndarray) -> Target:
         bbox=bbox,
         points=((c1[1] + x1 - 1, c1[0] + y1 - 1), (c2[1] + x1 - 1, c2[0] + y1 - 1)),
         radii=(r1, r2),
+    )
+
+
+# --------------------------------------------------------------------------- solution string
+
+_PAIR = rf"\(\s*({NUMBER})\s*,\s*({NUMBER})\s*\)"
+_SOLUTION_TEXT = re.compile(
+    rf"\s*<box>\s*{_PAIR}\s*,\s*{_PAIR}\s*</box>\s*<points>\s*{_PAIR}\s*,\s*{_PAIR}\s*</points>\s*"
+)
+_SOLUTION_EXAMPLE = "<box>(x1,y1),(x2,y2)</box><points>(x1,y1),(x2,y2)</points>"
+# The ground truth carries the full answer: bbox, points_1, points_2.
+_SOLUTION_KEYS = STRICT_KEYS[DEFAULT_VARIANT]
+
+
+def format_solution(bbox: Sequence[int], points: Sequence[Sequence[int]]) -> str:
+    """The released datasets' ``solution`` string for a bbox ``(x1, y1, x2, y2)`` and two
+    points ``((x, y), (x, y))``: ``<box>(x1,y1),(x2,y2)</box><points>(x,y),(x,y)</points>``.
+    `parse_solution` reads it back."""
+    (px1, py1), (px2, py2) = points
+    x1, y1, x2, y2 = bbox
+    return f"<box>({x1},{y1}),({x2},{y2})</box><points>({px1},{py1}),({px2},{py2})</points>"
+
+
+def _solution_from_dict(data: dict, original: object) -> Solution:
+    parsed = {}
+    for key, count in _SOLUTION_KEYS:
+        if key not in data:
+            raise ValueError(
+                f"malformed ground truth: no {key!r} key (found {sorted(map(str, data))}): "
+                f"{short_repr(original)}"
+            )
+        values = finite_numbers(data[key], count)
+        if values is None:
+            raise ValueError(
+                f"malformed ground truth: {key!r} must be {count} finite numbers, got "
+                f"{short_repr(data[key])} in {short_repr(original)}"
+            )
+        parsed[key] = values
+    x1, y1, x2, y2 = parsed["bbox"]
+    if x1 > x2 or y1 > y2:
+        raise ValueError(
+            f"malformed ground truth: 'bbox' must be (x1, y1, x2, y2) with x1 <= x2 and "
+            f"y1 <= y2, got {parsed['bbox']} in {short_repr(original)}"
+        )
+    return parsed["bbox"], (parsed["points_1"], parsed["points_2"])  # type: ignore[return-value]
+
+
+def parse_solution(solution: object) -> Solution:
+    """The ground truth ``(bbox, (point_1, point_2))`` of one sample, as floats.
+
+    Accepts the released datasets' string
+    ``<box>(x1,y1),(x2,y2)</box><points>(x1,y1),(x2,y2)</points>`` (what `format_solution`
+    writes), a JSON string ``{"bbox": [x1, y1, x2, y2], "points_1": [x, y], "points_2": [x, y]}``
+    or that dict already decoded (extra keys are ignored). The box is XYXY, inclusive pixels, in
+    the frame the answers are in (840x840 in the released data).
+
+    Unlike the rewards, which score a bad completion 0, this raises: a malformed ground truth
+    is a data bug that must not silently train the model towards 0 rewards.
+
+    Raises:
+        ValueError: the solution is not one of those forms, a value is not a finite number,
+            a list has the wrong length, or the box has x1 > x2 or y1 > y2.
+    """
+    if isinstance(solution, dict):
+        return _solution_from_dict(solution, solution)
+    if not isinstance(solution, str):
+        raise ValueError(
+            f"malformed ground truth: expected a str or dict, got {type(solution).__name__}: "
+            f"{short_repr(solution)}"
+        )
+    if solution.strip().startswith("{"):
+        try:
+            data = json.loads(solution)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(
+                f"malformed ground truth: invalid JSON ({exc}): {short_repr(solution)}"
+            ) from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"malformed ground truth: not a JSON object: {short_repr(solution)}")
+        return _solution_from_dict(data, solution)
+    match = _SOLUTION_TEXT.fullmatch(solution)
+    if match is None:
+        raise ValueError(
+            f"malformed ground truth: expected {_SOLUTION_EXAMPLE!r} or a JSON object with "
+            f"'bbox', 'points_1' and 'points_2', got {short_repr(solution)}"
+        )
+    values = [float(v) for v in match.groups()]
+    return _solution_from_dict(
+        {"bbox": values[0:4], "points_1": values[4:6], "points_2": values[6:8]}, solution
     )

@@ -247,7 +247,9 @@ class PerceptionNode(LifecycleNode):
         self._diag_timer = self.create_timer(
             p.diagnostics_period, self._diagnostics_cb, callback_group=self._diag_group
         )
-        self.get_logger().info(f"configured: queue_size {p.queue_size}, camera {self._camera()}")
+        self.get_logger().info(
+            f"configured: queue_size {p.queue_size}, camera {self.resolve_topic_name(self._camera())}"
+        )
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -559,6 +561,10 @@ def one_line(error: BaseException) -> str:
 def load_error_message(error: BaseException) -> str:
     """One line for a model that did not load, in the node's own spelling (parameters, not the
     CLI's flags)."""
+    from segzero_model.device import DeviceUnavailableError
+
+    if isinstance(error, DeviceUnavailableError):
+        return one_line(error.advice("the parameter device:=cpu (or device:=auto)"))
     return one_line(error)
 
 

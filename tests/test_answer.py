@@ -6,17 +6,11 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
-import time
 
 import pytest
 
-from segzero_model.answer import (
-    Answer,
-    AnswerFormatError,
-    extract_json_objects,
-    first_json_object,
-    parse_answer,
-)
+from segzero_model import reply
+from segzero_model.answer import Answer, AnswerFormatError, parse_answer
 
 GOOD = (
     "<think>The cup on the left is red ...</think>"
@@ -159,7 +153,7 @@ def test_braces_and_quotes_inside_strings():
 
 def test_double_quote_inside_single_quoted_string():
     answer = "{'label': 'the \"red\" cup', 'bbox': [1, 2, 3, 4]}"
-    assert first_json_object(answer) == {"label": 'the "red" cup', "bbox": [1, 2, 3, 4]}
+    assert parse_answer(wrap(answer)).bbox == (1, 2, 3, 4)
 
 
 @pytest.mark.parametrize("key", ["bbox", "bbox_2d", "box", "BBox"])
@@ -337,23 +331,71 @@ def test_error_message_quote_is_truncated():
     assert str(info.value).endswith("...")
 
 
-def test_huge_garbage_is_fast():
-    samples = [
-        "{" * 50_000 + "}" * 50_000,
-        "{a}" * 33_000,
-        "{'" * 50_000,
-        '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}",
-        "lorem ipsum {dolor} 'sit' \"amet\" [1, 2] " * 2_500,
-    ]
-    for text in samples:
-        start = time.perf_counter()
+class _Work:
+    """Counts the work of the JSON discovery in `segzero_model.reply` by wrapping its real parts:
+    one step per brace-scanner event, one per character handed to the JSON decoder."""
+
+    def __init__(self, monkeypatch):
+        self.steps = 0
+        scanner, decode = reply._SCAN_EVENT, reply.decode_object
+        work = self
+
+        class CountingScanner:
+            def search(self, *args):
+                work.steps += 1
+                return scanner.search(*args)
+
+        def counting_decode(span, lenient):
+            work.steps += len(span)
+            return decode(span, lenient)
+
+        monkeypatch.setattr(reply, "_SCAN_EVENT", CountingScanner())
+        monkeypatch.setattr(reply, "decode_object", counting_decode)
+
+
+# Pathological replies of size ~n; each must be rejected, or parsed, with work linear in n.
+GARBAGE = {
+    "nested braces": lambda n: "{" * n + "}" * n,
+    "many non-objects": lambda n: "{a}" * n,
+    "unclosed quotes": lambda n: "{'" * n,
+    "deep list": lambda n: '{"a": ' + "[" * n + "]" * n + "}",
+    "prose": lambda n: "lorem ipsum {dolor} 'sit' \"amet\" [1, 2] " * (n // 10),
+    "quote soup": lambda n: '{"a": \'' + "x'\"" * n + "}",
+}
+
+
+@pytest.mark.parametrize("name", GARBAGE)
+def test_garbage_costs_linear_work(name, monkeypatch):
+    steps = []
+    for n in (4_000, 8_000):
+        work = _Work(monkeypatch)
         with pytest.raises(AnswerFormatError):
-            parse_answer(text)
-        assert time.perf_counter() - start < 2.0
-    start = time.perf_counter()
-    found = parse_answer("x{" * 50_000 + "{'bbox': [1, 2, 3, 4]}")
-    assert found.bbox == (1, 2, 3, 4)
-    assert time.perf_counter() - start < 2.0
+            parse_answer(GARBAGE[name](n))
+        steps.append(work.steps)
+    assert steps[0] > 0
+    assert steps[1] <= 2.2 * steps[0], f"{name}: {steps[0]} steps for n, {steps[1]} for 2n"
+
+
+def test_an_object_after_many_open_braces_is_found_with_linear_work(monkeypatch):
+    steps = []
+    for n in (4_000, 8_000):
+        work = _Work(monkeypatch)
+        assert parse_answer("x{" * n + "{'bbox': [1, 2, 3, 4]}").bbox == (1, 2, 3, 4)
+        steps.append(work.steps)
+    assert steps[1] <= 2.2 * steps[0]
+
+
+def test_the_work_count_sees_a_quadratic_search(monkeypatch):
+    """The linear-work checks above can fail: without the bound on how deep the search
+    descends into spans that do not decode, nested braces cost quadratic work."""
+    monkeypatch.setattr(reply, "_MAX_DESCENT", 10**9)
+    steps = []
+    for n in (400, 800):
+        work = _Work(monkeypatch)
+        with pytest.raises(AnswerFormatError):
+            parse_answer("{" * n + "}" * n)
+        steps.append(work.steps)
+    assert steps[1] > 3.5 * steps[0]
 
 
 # --------------------------------------------------------------------------- strict mode
@@ -483,22 +525,7 @@ def test_strict_extra_keys_allowed():
     assert parse_answer(text, strict=True).bbox == GOOD_BOX
 
 
-# --------------------------------------------------------------------------- JSON helpers
-
-
-def test_extract_json_objects_in_order():
-    text = 'a {\'x\': 1} b [{"y": 2}, {"z": {"w": 3}}] {bad} {"n": None,} {'
-    assert extract_json_objects(text) == [{"x": 1}, {"y": 2}, {"z": {"w": 3}}, {"n": None}]
-    assert extract_json_objects("no objects here") == []
-
-
-def test_first_json_object():
-    assert first_json_object("prefix " + PROMPT_EXAMPLE + " {'bbox': [0, 0, 1, 1]}") == {
-        "bbox": [10, 100, 200, 210],
-        "points_1": [30, 110],
-        "points_2": [35, 180],
-    }
-    assert first_json_object("{not json} and nothing else") is None
+# --------------------------------------------------------------------------- thinking
 
 
 def test_extract_thinking_survives_unusable_answers():

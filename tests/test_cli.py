@@ -130,6 +130,19 @@ def test_unknown_device_exits_2(tiny_env, capsys):
     assert "tpu" in capsys.readouterr().err
 
 
+def test_a_missing_gpu_is_explained_in_the_clis_own_words(tiny_env, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a GPU machine
+    code = main(["infer", "--tiny", "--image", str(SCENE), "--query", "cup", "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert (
+        "segzero: error: device 'cuda' was requested but no CUDA GPU is visible; use --device cpu"
+    ) in err
+    assert "Traceback" not in err
+
+
 def test_make_tiny_copies_loadable_directories(tiny_env, tmp_path):
     assert main(["make-tiny", str(tmp_path / "tiny")]) == 0
     assert (tmp_path / "tiny" / "reasoner" / "config.json").is_file()

@@ -1,5 +1,8 @@
 """End to end on the tiny checkpoints: the real Qwen2.5-VL and SAM2 code paths, with a tiny
-reasoner that was trained to repeat `CANNED_ANSWER` and a random one that answers garbage."""
+reasoner that was trained to repeat `CANNED_ANSWER` and a random one that answers garbage.
+Failures (out of memory, errors) are injected at the model boundary of the real models."""
+
+from __future__ import annotations
 
 import threading
 
@@ -8,9 +11,9 @@ import pytest
 import torch
 
 from segzero_model.answer import parse_answer
-from segzero_model.pipeline import SegZeroPipeline
+from segzero_model.pipeline import MAX_QUERY_CHARS, SegZeroPipeline, validate_query
 from segzero_model.result import Status
-from segzero_model.tiny_qwen import CANNED_ANSWER
+from segzero_model.tiny.qwen import CANNED_ANSWER
 
 # CANNED_ANSWER's box and points in the 840 frame, and the reasoning it carries.
 CANNED_BOX = (84, 168, 420, 630)
@@ -138,15 +141,39 @@ def test_streaming_and_cancel(pipeline, scene):
     assert cancelled.mask is None
 
 
-def test_same_image_key_reuses_the_embedding(pipeline, scene, tiny_segmenter):
-    pipeline.segment(scene, "the red cup", image_key="frame-7")
-    pipeline.segment(scene, "the blue bottle", image_key="frame-7")
-    assert tiny_segmenter.set_image(scene, key="frame-7") is False
+def count_embeddings(segmenter, monkeypatch) -> list:
+    """Wrap the real SAM2 predictor's `set_image` (the image encoder run) with a counting
+    wrapper that calls through; the returned list grows by one per embedding computed."""
+    calls = []
+    embed = segmenter._predictor.set_image
+
+    def counting_set_image(*args, **kwargs):
+        calls.append(1)
+        return embed(*args, **kwargs)
+
+    monkeypatch.setattr(segmenter._predictor, "set_image", counting_set_image)
+    return calls
+
+
+def test_same_image_key_reuses_the_embedding(pipeline, scene, tiny_segmenter, monkeypatch):
+    embeddings = count_embeddings(tiny_segmenter, monkeypatch)
+    first = pipeline.segment(scene, "the red cup", image_key=("reuse-test", 7))
+    second = pipeline.segment(scene, "the blue bottle", image_key=("reuse-test", 7))
+    assert first.status is second.status is Status.OK
+    assert len(embeddings) == 1
+    assert second.mask is not None
+
+
+def test_different_image_keys_embed_again(pipeline, scene, tiny_segmenter, monkeypatch):
+    embeddings = count_embeddings(tiny_segmenter, monkeypatch)
+    pipeline.segment(scene, "the red cup", image_key=("reuse-test", 8))
+    pipeline.segment(scene, "the red cup", image_key=("reuse-test", 9))
+    assert len(embeddings) == 2
 
 
 def test_unparseable_answer_from_a_random_model(tmp_path_factory, tiny_segmenter, scene):
     from segzero_model.reasoner import Reasoner
-    from segzero_model.tiny_qwen import write_tiny_qwen
+    from segzero_model.tiny.qwen import write_tiny_qwen
 
     directory = write_tiny_qwen(tmp_path_factory.mktemp("random-qwen"), canned_answer=None)
     reasoner = Reasoner.from_pretrained(directory, device="cpu", max_new_tokens=12)
@@ -156,16 +183,82 @@ def test_unparseable_answer_from_a_random_model(tmp_path_factory, tiny_segmenter
     assert result.mask is None
 
 
-class _OutOfMemoryReasoner:
-    """Stands in for a reasoner on a full GPU: a real CUDA OOM cannot be produced on the CPU."""
+def _raise(error: BaseException):
+    def fail(*args, **kwargs):
+        raise error
 
-    def generate(self, images, queries, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    return fail
 
 
-def test_out_of_memory_becomes_a_result_and_the_next_query_works(pipeline, tiny_segmenter, scene):
-    failing = SegZeroPipeline(_OutOfMemoryReasoner(), tiny_segmenter)
-    result = failing.segment(scene, "the red cup")
+def test_out_of_memory_frees_the_cuda_cache_and_the_next_query_works(
+    pipeline, tiny_reasoner, scene, monkeypatch
+):
+    # A real CUDA OOM cannot be produced on the CPU: the real model's generate raises it, and
+    # torch reports a GPU whose cache can be emptied (counted, not run).
+    emptied = []
+    with monkeypatch.context() as patch:
+        oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        patch.setattr(tiny_reasoner.model, "generate", _raise(oom))
+        patch.setattr(torch.cuda, "is_available", lambda: True)
+        patch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
+        result = pipeline.segment(scene, "the red cup")
     assert result.status is Status.OUT_OF_MEMORY
-    assert "out of memory" in result.reason
+    assert result.reason == "reasoning failed: CUDA out of memory. Tried to allocate 20.00 GiB"
+    assert result.mask is None
+    assert len(emptied) == 1
     assert pipeline.segment(scene, "the red cup").status is Status.OK
+
+
+def test_out_of_memory_in_sam2_without_a_gpu_empties_no_cache(
+    pipeline, tiny_segmenter, scene, monkeypatch
+):
+    emptied = []
+    with monkeypatch.context() as patch:
+        oom = torch.OutOfMemoryError("out of memory in the mask decoder")
+        patch.setattr(tiny_segmenter._predictor, "predict", _raise(oom))
+        patch.setattr(torch.cuda, "is_available", lambda: False)
+        patch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
+        result = pipeline.segment(scene, "the red cup")
+    assert result.status is Status.OUT_OF_MEMORY
+    assert result.reason == "segmentation failed: out of memory in the mask decoder"
+    assert emptied == []
+    assert pipeline.segment(scene, "the red cup").status is Status.OK
+
+
+def test_a_reasoning_error_carries_the_exceptions_message(
+    pipeline, tiny_reasoner, scene, monkeypatch
+):
+    monkeypatch.setattr(tiny_reasoner.model, "generate", _raise(RuntimeError("boom")))
+    results = pipeline.segment_batch([scene, scene], ["the red cup", "the bottle"])
+    for result in results:  # one failure of the batch, reported for each query
+        assert result.status is Status.ERROR
+        assert result.reason == "reasoning failed: boom"
+        assert result.mask is None and result.raw_output == ""
+
+
+@pytest.mark.parametrize("stage", ["set_image", "predict"])
+def test_a_segmentation_error_keeps_the_answer(pipeline, tiny_segmenter, scene, monkeypatch, stage):
+    monkeypatch.setattr(tiny_segmenter._predictor, stage, _raise(RuntimeError("boom")))
+    result = pipeline.segment(scene, "the red cup", image_key=("segmentation-error", stage))
+    assert result.status is Status.ERROR
+    assert result.reason == "segmentation failed: boom"
+    assert result.mask is None and result.score is None
+    # What came before the failure is still reported: the reasoning and the scaled answer.
+    assert result.bbox == pytest.approx(expected_box(640, 480, result.raw_output))
+    assert result.reasoning == parse_answer(result.raw_output).thinking
+    monkeypatch.undo()
+    assert pipeline.segment(scene, "the red cup").status is Status.OK
+
+
+def test_query_length_limit(pipeline, scene):
+    assert MAX_QUERY_CHARS == 2000
+    assert validate_query("x" * 2000) is None
+    assert validate_query("x" * 2001) == "query is 2001 characters long; the limit is 2000"
+    refused = pipeline.segment(scene, "x" * 2001)
+    assert refused.status is Status.INVALID_QUERY
+    assert refused.reason == "query is 2001 characters long; the limit is 2000"
+    # A set cancel event stops generation at once: a CANCELLED result passed validation.
+    cancel = threading.Event()
+    cancel.set()
+    accepted = pipeline.segment(scene, "x" * 2000, cancel=cancel)
+    assert accepted.status is Status.CANCELLED, accepted.reason

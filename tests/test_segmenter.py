@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-import time
+import socket
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ import torch
 from segzero_model import segmenter as segmenter_module
 from segzero_model.errors import ModelNotFoundError
 from segzero_model.segmenter import Segmenter, build_sam2_model, resolve_sam2
-from segzero_model.tiny_sam2 import CHECKPOINT_NAME, CONFIG_NAME
+from segzero_model.tiny.sam2 import CHECKPOINT_NAME, CONFIG_NAME
 
 
 def _image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -47,21 +47,41 @@ def test_predict_is_repeatable_and_box_corner_order_does_not_matter(tiny_segment
 # --- embedding cache ----------------------------------------------------------------------------
 
 
-def test_same_content_reuses_the_embedding(tiny_segmenter):
+def count_embeddings(segmenter, monkeypatch) -> list:
+    """Wrap the real SAM2 predictor's `set_image` (the image encoder run) with a counting
+    wrapper that calls through; the returned list grows by one per embedding computed."""
+    calls = []
+    embed = segmenter._predictor.set_image
+
+    def counting_set_image(*args, **kwargs):
+        calls.append(1)
+        return embed(*args, **kwargs)
+
+    monkeypatch.setattr(segmenter._predictor, "set_image", counting_set_image)
+    return calls
+
+
+def test_same_content_reuses_the_embedding(tiny_segmenter, monkeypatch):
+    embeddings = count_embeddings(tiny_segmenter, monkeypatch)
     image = _image(48, 64, seed=1)
     assert tiny_segmenter.set_image(image) is True
     assert tiny_segmenter.set_image(image.copy()) is False
+    assert len(embeddings) == 1
     assert tiny_segmenter.set_image(np.ascontiguousarray(image[:, ::-1])) is True
     changed = image.copy()
     changed[0, 0, 0] ^= 1
     assert tiny_segmenter.set_image(changed) is True
+    assert len(embeddings) == 3
 
 
-def test_key_identifies_the_image(tiny_segmenter):
+def test_key_identifies_the_image(tiny_segmenter, monkeypatch):
+    embeddings = count_embeddings(tiny_segmenter, monkeypatch)
     assert tiny_segmenter.set_image(_image(48, 64, seed=2), key=(17, 500)) is True
     # The key wins over the content: same stamp means same frame.
     assert tiny_segmenter.set_image(_image(48, 64, seed=3), key=(17, 500)) is False
+    assert len(embeddings) == 1
     assert tiny_segmenter.set_image(_image(48, 64, seed=3), key=(17, 600)) is True
+    assert len(embeddings) == 2
 
 
 def test_reused_embedding_gives_the_same_mask(tiny_segmenter):
@@ -170,21 +190,46 @@ def test_hub_id_found_in_the_local_cache(tmp_path, tiny_sam2_dir, monkeypatch):
     assert Segmenter.from_pretrained("test/tiny-sam2", device="cpu").model_id == "test/tiny-sam2"
 
 
-def test_hub_id_not_cached_fails_fast_offline(tmp_path, monkeypatch):
+def test_hub_id_not_cached_fails_without_touching_the_network(tmp_path, monkeypatch):
+    """Offline, or with the hub unreachable, the lookup fails at once: no connection is even
+    attempted (the hub client's retries are what made it slow)."""
     from huggingface_hub import constants
 
+    connections = []
+
+    def no_connection(sock, address):
+        connections.append(address)
+        raise OSError(f"test: no network ({address})")
+
+    monkeypatch.setattr(socket.socket, "connect", no_connection)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # never the user's cache
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # never a real download
-    start = time.perf_counter()
     with pytest.raises(ModelNotFoundError, match="hf download facebook/sam2.1-hiera-large"):
         Segmenter.from_pretrained("facebook/sam2.1-hiera-large", device="cpu")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(segmenter_module, "_hub_reachable", lambda: False)
+    probes = []
+    monkeypatch.setattr(segmenter_module, "_hub_reachable", lambda: probes.append(1) or False)
     with pytest.raises(ModelNotFoundError, match="cannot be reached"):
         Segmenter.from_pretrained("facebook/sam2.1-hiera-large", device="cpu")
+    assert probes == [1]  # one probe decides, no download is tried
     with pytest.raises(ModelNotFoundError, match="released hub id"):
         Segmenter.from_pretrained("facebook/sam2.1-hiera-lrage", device="cpu")
-    assert time.perf_counter() - start < 2.0
+    assert probes == [1] and connections == []
+
+
+def test_the_hub_probe_is_one_request_with_a_short_timeout(monkeypatch):
+    import huggingface_hub
+
+    requests = []
+
+    class Session:
+        def head(self, url, timeout):
+            requests.append(timeout)
+            raise OSError("unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "get_session", lambda: Session())
+    assert segmenter_module._hub_reachable() is False
+    assert requests == [segmenter_module._HUB_PROBE_TIMEOUT_S] and requests[0] <= 5
 
 
 def test_config_lookup(tiny_sam2_dir):

@@ -1,15 +1,24 @@
 """Targets from masks: analytic shapes, degenerate masks, input checks and random-blob properties,
-plus a brute-force reference that the fast (cropped, pruned) implementation must match."""
+plus a brute-force reference that the fast (cropped, pruned) implementation must match; and the
+training solution string both ways (`format_solution` / `parse_solution`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import random
+import re
 
 import numpy as np
 import pytest
 
-from segzero_model.targets import EmptyMaskError, Target, mask_to_target
+from segzero_model.targets import (
+    EmptyMaskError,
+    Target,
+    format_solution,
+    mask_to_target,
+    parse_solution,
+)
 
 
 def disk(shape, cx, cy, r):
@@ -319,3 +328,73 @@ def test_repeated_calls_are_bit_identical():
     first = mask_to_target(mask)
     for _ in range(30):
         assert mask_to_target(mask) == first
+
+
+# --------------------------------------------------------------------------- solution string
+
+# The ground truth of the paper's Figure 2, in the released datasets' three forms.
+GT_BOX = (35, 60, 354, 423)
+GT_POINTS = ((183, 235), (168, 305))
+SOLUTION = "<box>(35,60),(354,423)</box><points>(183,235),(168,305)</points>"
+SOLUTION_DICT = {"bbox": [35, 60, 354, 423], "points_1": [183, 235], "points_2": [168, 305]}
+
+
+def test_format_solution_writes_the_released_string():
+    assert format_solution(GT_BOX, GT_POINTS) == SOLUTION
+
+
+def test_solution_round_trip_of_random_targets():
+    rng = random.Random(0)
+    for _ in range(200):
+        x1, y1 = rng.randint(0, 839), rng.randint(0, 839)
+        box = (x1, y1, rng.randint(x1, 839), rng.randint(y1, 839))
+        points = tuple((rng.randint(box[0], box[2]), rng.randint(box[1], box[3])) for _ in "12")
+        assert parse_solution(format_solution(box, points)) == (box, points)
+
+
+def test_solution_round_trip_of_a_mask_target():
+    target = mask_to_target(disk((120, 160), 70, 50, 30))
+    box, points = parse_solution(format_solution(target.bbox, target.points))
+    assert box == target.bbox and points == target.points
+    assert all(isinstance(v, float) for v in (*box, *points[0], *points[1]))
+
+
+@pytest.mark.parametrize(
+    "solution",
+    [
+        SOLUTION,
+        " <box>( 35 , 60 ),(354,423)</box>\n<points>(183,235), (168,305)</points> ",
+        "<box>(35.0,60.0),(354.0,423.0)</box><points>(183.0,235.0),(168.0,305.0)</points>",
+        "<box>(3.5e1,60),(354,423)</box><points>(+183,235),(168,305.)</points>",
+        '{"bbox": [35, 60, 354, 423], "points_1": [183, 235], "points_2": [168, 305]}',
+        SOLUTION_DICT,
+        {**SOLUTION_DICT, "extra": "ignored"},
+    ],
+)
+def test_parse_solution_formats(solution):
+    assert parse_solution(solution) == (GT_BOX, GT_POINTS)
+
+
+@pytest.mark.parametrize(
+    ("solution", "message"),
+    [
+        ("<box>(35,60),(354,423)</box>", "expected '<box>"),
+        ("<box>(35,60,354,423)</box><points>(1,2),(3,4)</points>", "expected '<box>"),
+        ("<box>(a,60),(354,423)</box><points>(1,2),(3,4)</points>", "expected '<box>"),
+        ("", "expected '<box>"),
+        ('{"bbox": [35, 60, 354, 423], "points_1": [183, 235]}', "no 'points_2' key"),
+        ('{"bbox": [35, 60, 354], "points_1": [1, 2], "points_2": [1, 2]}', "'bbox' must be 4"),
+        ('{"bbox": [35, 60, 354, 423], "points_1": ["1", 2], "points_2": [1, 2]}', "'points_1'"),
+        ('{"bbox": [35, 60, 354, 423], "points_1": [1, 2], "points_2": [1, NaN]}', "'points_2'"),
+        ('{"bbox": [354, 60, 35, 423], "points_1": [1, 2], "points_2": [1, 2]}', "x1 <= x2"),
+        ("<box>(354,60),(35,423)</box><points>(1,2),(3,4)</points>", "x1 <= x2"),
+        ('{"bbox": [35, 60, 354, 423], ', "invalid JSON"),
+        ("[1, 2, 3]", "expected '<box>"),
+        ('{"bbox": [35, 60, 354, 423], "points_1": [1, 2], "points_2": [1, 2]', "invalid JSON"),
+        (None, "expected a str or dict, got NoneType"),
+        ([35, 60, 354, 423], "expected a str or dict, got list"),
+    ],
+)
+def test_malformed_solution_raises_value_error_naming_the_problem(solution, message):
+    with pytest.raises(ValueError, match=f"malformed ground truth.*{re.escape(message)}"):
+        parse_solution(solution)

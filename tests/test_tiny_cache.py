@@ -44,3 +44,38 @@ def test_a_copy_finished_first_by_another_process_is_used(tmp_path):
 
     assert build_into_cache(target, build, built) == target
     assert (target / "done").read_text() == "theirs" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_the_fingerprint_hashes_the_builders_in_the_tiny_package(tmp_path, monkeypatch):
+    import hashlib
+    import shutil
+    from pathlib import Path
+
+    import segzero_model.tiny as tiny
+    import segzero_model.tiny.qwen as qwen
+    import segzero_model.tiny.sam2 as sam2_builder
+
+    package = Path(tiny.__file__).parent
+    assert Path(qwen.__file__).parent == Path(sam2_builder.__file__).parent == package
+    expected = hashlib.sha256(
+        Path(qwen.__file__).read_bytes() + Path(sam2_builder.__file__).read_bytes()
+    ).hexdigest()[:12]
+    assert tiny.builder_fingerprint() == expected
+    # A changed builder gives another cache entry (checked on a copy of the package).
+    copy = Path(shutil.copytree(package, tmp_path / "tiny"))
+    (copy / "sam2.py").write_text((copy / "sam2.py").read_text() + "\n# changed\n")
+    monkeypatch.setattr(tiny, "__file__", str(copy / "__init__.py"))
+    assert tiny.builder_fingerprint() != expected
+
+
+def test_the_builder_named_sam2_does_not_hide_the_sam2_package():
+    import importlib
+    from pathlib import Path
+
+    import segzero_model
+    import segzero_model.tiny.sam2 as builder
+
+    real = importlib.import_module("sam2.build_sam")
+    assert builder.__name__ == "segzero_model.tiny.sam2"
+    assert Path(segzero_model.__file__).parent not in Path(real.__file__).parents
+    assert hasattr(real, "HF_MODEL_ID_TO_FILENAMES")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from segzero_model.prompt import build_prompt
-from segzero_model.tiny_qwen import CANNED_ANSWER, SPECIAL_TOKENS, write_tiny_qwen
+from segzero_model.tiny.qwen import CANNED_ANSWER, SPECIAL_TOKENS, write_tiny_qwen
 
 
 def test_the_checkpoint_has_the_files_of_a_hub_checkpoint(tiny_qwen_dir):

@@ -6,7 +6,7 @@ import torch
 from omegaconf import OmegaConf
 
 from segzero_model.segmenter import Segmenter
-from segzero_model.tiny_sam2 import CHECKPOINT_NAME, CONFIG_NAME, IMAGE_SIZE, write_tiny_sam2
+from segzero_model.tiny.sam2 import CHECKPOINT_NAME, CONFIG_NAME, IMAGE_SIZE, write_tiny_sam2
 
 
 def test_writes_a_hydra_config_and_an_official_checkpoint(tiny_sam2_dir):

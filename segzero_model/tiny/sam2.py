@@ -166,7 +166,7 @@ def write_tiny_sam2(directory: str | os.PathLike, *, seed: int = 0) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / CONFIG_NAME
-    header = "# Tiny random SAM2 written by segzero_model.tiny_sam2 (tests only; masks are noise)\n"
+    header = "# Tiny random SAM2 written by segzero_model.tiny.sam2 (tests only; masks are noise)\n"
     config_path.write_text(header + OmegaConf.to_yaml(OmegaConf.create(tiny_sam2_config())))
 
     with torch.random.fork_rng(devices=[]):

@@ -1,6 +1,10 @@
 """The built-in tiny checkpoints (random Qwen2.5-VL + random SAM2 in the real on-disk formats)
 for the offline demo and the tests. Their output is meaningless: the tiny reasoner was only
-taught to repeat one canned answer."""
+taught to repeat one canned answer.
+
+The builders live in `segzero_model.tiny.qwen` and `segzero_model.tiny.sam2`; this module caches
+what they build, under a name that hashes their source.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,10 @@ TINY_WARNING = (
 )
 
 
+# The builder modules next to this file, whose source `builder_fingerprint` hashes.
+_BUILDERS = ("qwen.py", "sam2.py")
+
+
 def default_cache_dir() -> Path:
     """$SEGZERO_CACHE, else $XDG_CACHE_HOME/segzero, else ~/.cache/segzero."""
     if os.environ.get("SEGZERO_CACHE"):
@@ -31,15 +39,15 @@ def default_cache_dir() -> Path:
 def builder_fingerprint() -> str:
     """A short hash of the tiny builders' source, so a cache built by other code is never used."""
     digest = hashlib.sha256()
-    for name in ("tiny_qwen.py", "tiny_sam2.py"):
+    for name in _BUILDERS:
         digest.update((Path(__file__).parent / name).read_bytes())
     return digest.hexdigest()[:12]
 
 
 def write_tiny_models(directory: str | os.PathLike) -> tuple[Path, Path]:
     """Write both tiny checkpoints under `directory` (reasoner/ and segmenter/)."""
-    from .tiny_qwen import write_tiny_qwen
-    from .tiny_sam2 import write_tiny_sam2
+    from segzero_model.tiny.qwen import write_tiny_qwen
+    from segzero_model.tiny.sam2 import write_tiny_sam2
 
     directory = Path(directory)
     return (
