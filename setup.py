@@ -15,8 +15,15 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["segzero_model", "segzero_model.*", "segzero_ros"]),
-    package_data={"segzero_model": ["assets/*"]},
+    # training/ installs as `segzero_training`: sam2's sdist already installs a top-level
+    # package named `training` (its own training code), which would shadow ours.
+    packages=find_packages(include=["segzero_model", "segzero_model.*", "segzero_ros"])
+    + ["segzero_training"],
+    package_dir={"segzero_training": "training"},
+    package_data={
+        "segzero_model": ["assets/*"],
+        "segzero_training": ["configs/*.yaml", "configs/*.json"],
+    },
     install_requires=[
         "numpy>=1.24",
         "pillow>=10.0",
@@ -46,7 +53,7 @@ setup(
     entry_points={
         "console_scripts": [
             "segzero = segzero_model.cli:main",
-            "segzero-perception = segzero_ros.node:main",
+            "segzero-perception = segzero_ros.main:main",
             "segzero-query = segzero_ros.client:main",
         ]
     },

@@ -47,8 +47,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 SCENE_SEED = 0  # synthetic_row's scene: "the red square", box (569,475)-(763,669)
 LOW, HIGH = 100, 839  # guessed coordinates: always 3 digits, inside the 840x840 frame
 THOUGHTS = ("It is there.", "I see it.", "The object is on the left.", "Look at the shape.")
@@ -62,8 +60,8 @@ DEFAULT_OUTPUT = Path(tempfile.gettempdir()) / "segzero_grpo_learning"
 
 
 def scene_row() -> dict:
-    """The one training scene, in the released layout (`training.synthetic`)."""
-    from training.synthetic import synthetic_row
+    """The one training scene, in the released layout (`segzero_training.synthetic`)."""
+    from segzero_training.synthetic import synthetic_row
 
     return synthetic_row(0, random.Random(SCENE_SEED))
 
@@ -185,7 +183,7 @@ def write_guessing_model(directory: Path, *, steps: int, seed: int) -> float:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
 
-    from segzero_model.tiny_qwen import write_tiny_qwen
+    from segzero_model.tiny.qwen import write_tiny_qwen
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -241,7 +239,7 @@ def write_scene_dataset(directory: Path, rows: int) -> Path:
     """`rows` copies of the scene, saved as the released data are (`dataset_path`)."""
     from datasets import Dataset, DatasetDict
 
-    from training.prepare_data import features
+    from segzero_training.prepare_data import features
 
     row = scene_row()
     dataset = Dataset.from_list(
@@ -381,8 +379,8 @@ def train(model: Path, data: Path, run_dir: Path, options: argparse.Namespace) -
     metrics.jsonl it wrote."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from training import grpo
-    from training.runs import METRICS_FILE
+    from segzero_training import grpo
+    from segzero_training.runs import METRICS_FILE
 
     argv = [
         f"model_name_or_path={model}",
@@ -446,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     from transformers.utils import logging as hf_logging
 
-    from training.recipe import RecipeError
+    from segzero_training.recipe import RecipeError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     hf_logging.set_verbosity_warning()

@@ -20,17 +20,14 @@ import datetime
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from segzero_model.reasoner import Reasoner  # noqa: E402
-from segzero_model.segmenter import Segmenter  # noqa: E402
+from segzero_model.reasoner import Reasoner
+from segzero_model.segmenter import Segmenter
 
 # Text and vision sizes of the released Qwen2.5-VL checkpoints (config.json on the hub).
 QWEN25_VL_SIZES = {

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def test_pipeline_benchmark_prints_every_stage(tiny_cache):
@@ -50,9 +50,9 @@ def test_pipeline_benchmark_prints_every_stage(tiny_cache):
 def test_real_size_architectures_have_the_released_parameter_counts(tiny_qwen_dir, arch, billions):
     """Built on the meta device: the configs match Qwen2.5-VL-3B/7B without allocating them."""
     import torch
-    from pipeline import real_size_config
     from transformers import AutoModelForImageTextToText
 
+    real_size_config = load_benchmark("pipeline").real_size_config
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(real_size_config(arch, tiny_qwen_dir))
     unique = {id(p): p.numel() for p in model.parameters()}

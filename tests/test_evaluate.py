@@ -7,6 +7,9 @@ masks give when scored directly with `segzero_model.metrics`.
 
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,8 +19,9 @@ from PIL import Image
 from segzero_model.metrics import IoUAccumulator, intersection_and_union
 from segzero_model.pipeline import SegZeroPipeline
 from segzero_model.result import SegmentationResult, Status
-from training.evaluate import (
+from segzero_training.evaluate import (
     EvaluationError,
+    build_parser,
     evaluate,
     ground_truth_mask,
     load_eval_dataset,
@@ -191,8 +195,9 @@ def test_resume_evaluates_no_sample_twice_and_matches_an_uninterrupted_run(
     assert read_summary(output_dir)["giou"] == reference_summary["giou"]
 
 
-def test_refuses_to_mix_runs(dataset_dir, uninterrupted, tmp_path, capsys, tiny_reasoner,
-                             tiny_segmenter):
+def test_refuses_to_mix_runs(
+    dataset_dir, uninterrupted, tmp_path, capsys, tiny_reasoner, tiny_segmenter
+):
     copy = tmp_path / "copy"
     shutil.copytree(uninterrupted, copy)
     assert run(dataset_dir, copy, "--max-new-tokens", "64") == 2
@@ -238,3 +243,15 @@ def test_ground_truth_masks_and_scoring_rules():
     # A prediction at another size than the ground truth is resized (nearest) to it.
     half = SegmentationResult(Status.OK, "q", (3, 2), mask=np.array([[0, 1, 1], [0, 1, 1]], bool))
     assert score(half, gt) == (6, 16, False)  # columns 2..5 of all 4 rows
+
+
+def test_help_lists_every_option_with_its_help():
+    assert all(action.help for action in build_parser()._actions)
+    done = subprocess.run(
+        [sys.executable, "training/evaluate.py", "--help"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: evaluate.py")
+    for option in ("--reasoning-model", "--dataset", "--output-dir", "--max-new-tokens", "--tiny"):
+        assert option in done.stdout, option

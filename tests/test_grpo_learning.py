@@ -11,13 +11,10 @@ from __future__ import annotations
 import json
 import random
 import statistics
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmark_scripts import load_benchmark
 
-import grpo_learning  # noqa: E402
+grpo_learning = load_benchmark("grpo_learning")
 
 
 def test_the_guesses_it_is_taught_score_differently_on_every_reward():

@@ -3,15 +3,17 @@
 import json
 import math
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from segzero_model.rewards import parse_solution
-from segzero_model.targets import mask_to_target
-from training.prepare_data import COLUMNS, load_training_dataset, main
+from segzero_model.targets import mask_to_target, parse_solution
+from segzero_training.prepare_data import COLUMNS, build_parser, load_training_dataset, main
 
 WIDTH, HEIGHT = 64, 48
 
@@ -167,7 +169,7 @@ def released_rows(count=2):
 def test_loads_an_existing_dataset_dir_saved_as_dataset_or_dataset_dict(tmp_path):
     from datasets import Dataset, DatasetDict
 
-    from training.prepare_data import features
+    from segzero_training.prepare_data import features
 
     dataset = Dataset.from_dict(released_rows(), features=features())
     dataset.save_to_disk(str(tmp_path / "plain"))
@@ -217,14 +219,34 @@ def test_refcocog_annotations(tmp_path, capsys):
     }
     (refer_dir / "instances.json").write_text(json.dumps(instances), encoding="utf-8")
     refs = [
-        {"ref_id": 0, "ann_id": 10, "image_id": 1, "split": "train",
-         "sentences": [{"sent_id": 0, "sent": "the round one"}, {"sent_id": 1, "sent": "disk"}]},
-        {"ref_id": 1, "ann_id": 11, "image_id": 2, "split": "train",
-         "sentences": [{"sent_id": 2, "sent": "the box"}]},
-        {"ref_id": 2, "ann_id": 12, "image_id": 2, "split": "train",
-         "sentences": [{"sent_id": 3, "sent": "nothing"}]},
-        {"ref_id": 3, "ann_id": 11, "image_id": 2, "split": "val",
-         "sentences": [{"sent_id": 4, "sent": "validation box"}]},
+        {
+            "ref_id": 0,
+            "ann_id": 10,
+            "image_id": 1,
+            "split": "train",
+            "sentences": [{"sent_id": 0, "sent": "the round one"}, {"sent_id": 1, "sent": "disk"}],
+        },
+        {
+            "ref_id": 1,
+            "ann_id": 11,
+            "image_id": 2,
+            "split": "train",
+            "sentences": [{"sent_id": 2, "sent": "the box"}],
+        },
+        {
+            "ref_id": 2,
+            "ann_id": 12,
+            "image_id": 2,
+            "split": "train",
+            "sentences": [{"sent_id": 3, "sent": "nothing"}],
+        },
+        {
+            "ref_id": 3,
+            "ann_id": 11,
+            "image_id": 2,
+            "split": "val",
+            "sentences": [{"sent_id": 4, "sent": "validation box"}],
+        },
     ]
     (refer_dir / "refs(umd).p").write_bytes(pickle.dumps(refs, protocol=2))
 
@@ -243,3 +265,15 @@ def test_refcocog_annotations(tmp_path, capsys):
     assert list(load_training_dataset(tmp_path / "val", split="val")["id"]) == ["3_4"]
     assert main([*argv, str(tmp_path / "nope"), "--split", "testB"]) == 2
     assert "splits found: ['train', 'val']" in capsys.readouterr().err
+
+
+def test_help_lists_every_option_with_its_help():
+    assert all(action.help for action in build_parser()._actions)
+    done = subprocess.run(
+        [sys.executable, "training/prepare_data.py", "--help"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: prepare_data.py")
+    for option in ("--folder", "--coco-images", "--refcoco", "--output", "--limit", "--seed"):
+        assert option in done.stdout, option

@@ -1,16 +1,26 @@
 """training/sft.py: two real SFTTrainer steps of the tiny Qwen2.5-VL on synthetic data (CPU),
 then the saved checkpoint through `Reasoner` and `segzero infer`; the loss mask; bad recipes."""
 
+import dataclasses
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from segzero_model.cli import main as segzero_main
-from training.recipe import parse_recipe, split_command_line
-from training.sft import SegZeroSFTConfig, SFTScriptArguments, build_trainer, main, recipe_checks
+from segzero_training.recipe import parse_recipe, split_command_line
+from segzero_training.sft import (
+    SegZeroSFTConfig,
+    SFTScriptArguments,
+    build_parser,
+    build_trainer,
+    main,
+    recipe_checks,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 YAML = REPO / "training" / "configs" / "sft_3b.yaml"
@@ -129,12 +139,16 @@ def test_resume_continues_from_the_latest_checkpoint(trained, tiny_qwen_dir, dat
     assert main(argv) == 0
     history = json.loads((output / "trainer_state.json").read_text())["log_history"]
     assert [entry["step"] for entry in history if "loss" in entry] == [1, 2, 3]
+    # A restart would log steps 1, 2, 3 again after the first run's 1, 2: only step 3 is new.
+    logged = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in logged if "loss" in entry] == [1, 2, 3]
     assert json.loads((output / "segzero_recipe.json").read_text())["steps"] == 3
 
 
 def test_labels_are_the_answer_tokens_only(tiny_qwen_dir, dataset_dir, tmp_path):
-    command_line = split_command_line(recipe(tiny_qwen_dir, dataset_dir, tmp_path / "out"))
-    args, config, _ = parse_recipe((SFTScriptArguments, SegZeroSFTConfig), command_line)
+    parser = build_parser()
+    command_line = split_command_line(recipe(tiny_qwen_dir, dataset_dir, tmp_path / "out"), parser)
+    args, config, _ = parse_recipe(parser, command_line)
     assert config.max_length is None  # the default here: TRL's 1024 would cut these examples
     trainer = build_trainer(args, config)
     rows = [dict(trainer.train_dataset[i]) for i in range(2)]
@@ -158,18 +172,19 @@ def test_labels_are_the_answer_tokens_only(tiny_qwen_dir, dataset_dir, tmp_path)
 
 def test_the_recipe_file_parses(dataset_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the recipe names training/configs/zero2.json relative to the root
+    parser = build_parser()
     command_line = split_command_line(
         [
             "--config",
             str(YAML),
-            f"dataset_path={dataset_dir}",
-            f"output_dir={tmp_path / 'o'}",
-            "use_cpu=true",  # else bf16=true is refused on a machine without a GPU
-        ]
+            "--dataset_path",
+            str(dataset_dir),
+            f"--output_dir={tmp_path / 'o'}",
+            "--use_cpu",  # else bf16=true is refused on a machine without a GPU
+        ],
+        parser,
     )
-    args, config, given = parse_recipe(
-        (SFTScriptArguments, SegZeroSFTConfig), command_line, checks=[_per_8_gpus(recipe_checks)]
-    )
+    args, config, given = parse_recipe(parser, command_line, checks=[_per_8_gpus(recipe_checks)])
     assert args.model_name_or_path == "Qwen/Qwen2.5-VL-3B-Instruct"
     assert (args.answer, args.dtype, args.global_batch_size) == ("box_points", "bfloat16", 16)
     assert config.learning_rate == 1e-5 and config.num_train_epochs == 1
@@ -222,3 +237,22 @@ def test_check_flag_runs_the_checks_only(tiny_qwen_dir, dataset_dir, tmp_path, c
     assert main([*recipe(tiny_qwen_dir, dataset_dir, tmp_path / "out"), "--check"]) == 0
     assert "pre-flight checks passed" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
+
+
+def test_help_lists_every_key_with_its_help():
+    fields = [
+        field
+        for cls in (SFTScriptArguments, SegZeroSFTConfig)
+        for field in dataclasses.fields(cls)
+        if field.init
+    ]
+    assert all(field.metadata.get("help") for field in fields), "a field without help text"
+    done = subprocess.run(
+        [sys.executable, "training/sft.py", "--help"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: sft.py [--config FILE]")
+    for field in fields:
+        assert f"--{field.name}" in done.stdout, field.name
+    assert "Token limit per example" in done.stdout and "--check" in done.stdout

@@ -1,10 +1,14 @@
 """training/synthetic.py: rows in the released layout whose solution is the named shape's target."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 
-from segzero_model.rewards import parse_solution
-from training.prepare_data import COLUMNS
-from training.synthetic import COLOURS, synthetic_dataset
+from segzero_model.targets import parse_solution
+from segzero_training.prepare_data import COLUMNS, load_training_dataset
+from segzero_training.synthetic import COLOURS, build_parser, main, synthetic_dataset
 
 
 def test_rows_are_deterministic_and_in_the_released_layout():
@@ -25,3 +29,28 @@ def test_the_solution_box_and_points_lie_on_the_named_shape():
         assert (xs.min(), ys.min(), xs.max(), ys.max()) == (x1, y1, x2, y2)
         for x, y in points:  # inscribed-circle centres are inside the shape
             assert on_shape[int(y), int(x)]
+
+
+def test_the_command_writes_what_grpo_reads_and_keeps_an_existing_set(tmp_path, capsys):
+    output = tmp_path / "synthetic"
+    assert main(["--output", str(output), "--rows", "3", "--seed", "2"]) == 0
+    assert f"wrote {output} (split 'train'): 3 rows" in capsys.readouterr().out
+    written = load_training_dataset(output)  # what grpo.py and sft.py read
+    assert written["solution"] == synthetic_dataset(3, seed=2)["solution"]
+    assert main(["--output", str(output), "--rows", "2"]) == 2
+    assert "exists and is not empty (--overwrite replaces it)" in capsys.readouterr().err
+    assert main(["--output", str(output), "--rows", "2", "--overwrite"]) == 0
+    assert len(load_training_dataset(output)) == 2
+    assert main(["--output", str(output), "--rows", "0"]) == 2
+
+
+def test_help_lists_every_option_with_its_help():
+    assert all(action.help for action in build_parser()._actions)
+    done = subprocess.run(
+        [sys.executable, "training/synthetic.py", "--help"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: synthetic.py")
+    for option in ("--output", "--rows", "--seed", "--overwrite"):
+        assert option in done.stdout, option

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 
 from segzero_model.prompt import build_messages
-from segzero_model.rewards import STRICT_KEYS, parse_solution
+from segzero_model.reply import STRICT_KEYS
+from segzero_model.targets import parse_solution
 
 
 def answer_json(solution: object, answer: str = "box_points") -> str:

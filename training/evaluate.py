@@ -53,14 +53,11 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from segzero_model.errors import ModelNotFoundError  # noqa: E402
-from segzero_model.metrics import IoUAccumulator, intersection_and_union  # noqa: E402
-from segzero_model.pipeline import (  # noqa: E402
+from segzero_model.errors import ModelNotFoundError
+from segzero_model.metrics import IoUAccumulator, intersection_and_union
+from segzero_model.pipeline import (
     DEFAULT_REASONING_MODEL,
     DEFAULT_SEGMENTATION_MODEL,
 )
@@ -421,7 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, help="evaluate only the first N rows")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default=None, help="bfloat16, float16 or float32")
-    parser.add_argument("--max-new-tokens", type=int, default=1024)
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=1024, help="reasoning tokens per answer (1024)"
+    )
     parser.add_argument(
         "--tiny",
         action="store_true",

@@ -1,22 +1,25 @@
 """GRPO training of the Seg-Zero reasoning model: pure RL from rule-based rewards (TRL).
 
-    python training/grpo.py --config training/configs/seg_zero_3b.yaml [key=value ...]
-    accelerate launch --num_processes 8 training/grpo.py --config ... [key=value ...]
+    python training/grpo.py --config training/configs/seg_zero_3b.yaml [--key value ...]
+    accelerate launch --num_processes 8 training/grpo.py --config ... [--key value ...]
     python training/grpo.py --config ... --check     # only the pre-flight checks
+    python training/grpo.py --help                   # every key, with its help and default
+    python training/grpo.py --config training/configs/smoke_tiny.yaml   # a 1-minute CPU run
 
 The model gets each training image (840x840) and the prompt of `segzero_model.prompt`, samples
 ``num_generations`` completions per prompt and is pushed towards the ones the rewards of
 `segzero_model.rewards` score higher; SAM2 plays no part in training. Keys are the fields of
 `SegZeroArguments` (model, data and the paper's ablation switches) and of TRL's `GRPOConfig`,
-whose defaults here are the paper's (`SegZeroGRPOConfig`).
+whose defaults here are the paper's (`SegZeroGRPOConfig`); ``key=value`` is accepted for
+``--key value`` (`segzero_training.recipe`).
 
-Before anything is loaded for training, every check of `training.preflight` runs and all
+Before anything is loaded for training, every check of `segzero_training.preflight` runs and all
 problems are reported at once (exit code 2). During training TRL logs each reward's mean
 (``rewards/<name>_reward/mean``) and the completion length (``completions/mean_length``) every
 step, the curves of the paper's Figures 7 and 8; they are also appended to
 ``OUTPUT_DIR/metrics.jsonl``. Checkpoints (``checkpoint-N``) resume with
-``resume_from_checkpoint=true``. The final model and processor are saved in Hugging Face format
-in ``output_dir`` with ``segzero_recipe.json`` beside them, ready for
+``--resume_from_checkpoint true``. The final model and processor are saved in Hugging Face
+format in ``output_dir`` with ``segzero_recipe.json`` beside them, ready for
 ``segzero infer --reasoning-model OUTPUT_DIR``.
 """
 
@@ -26,20 +29,19 @@ import importlib.util
 import logging
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
-if __package__ in (None, ""):  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trl import GRPOConfig
 
-from trl import GRPOConfig  # noqa: E402
-
-from training import preflight  # noqa: E402
-from training.recipe import RecipeError, parse_recipe, split_command_line  # noqa: E402
-from training.runs import (  # noqa: E402
+from segzero_training import preflight
+from segzero_training.recipe import RecipeError, new_default, recipe_parser
+from segzero_training.runs import (
+    CHECK_FLAG,
+    CHECK_HELP,
     EXIT_BAD_RECIPE,
     ModelDataArguments,
     metrics_callback,
+    read_command_line,
     resume_argument,
     save_final,
 )
@@ -62,8 +64,20 @@ class SegZeroArguments(ModelDataArguments):
         default=True,
         metadata={"help": "False: no <think> in the prompt and no thinking reward (no-CoT)."},
     )
-    format_reward: Literal["strict", "soft"] = field(default="strict")
-    accuracy_reward: Literal["hard", "soft"] = field(default="hard")
+    format_reward: Literal["strict", "soft"] = field(
+        default="strict",
+        metadata={
+            "help": "strict: the exact answer keys; soft: any key containing bbox / point "
+            "(Table 4)."
+        },
+    )
+    accuracy_reward: Literal["hard", "soft"] = field(
+        default="hard",
+        metadata={
+            "help": "hard: 1 or 0 by a threshold (IoU > 0.5, L1 < 10 px, ...); soft: graded "
+            "(the IoU itself, ...) (Table 3)."
+        },
+    )
     answer: Literal["box_points", "box", "points"] = field(
         default="box_points", metadata={"help": "What the model answers (Table 2 ablation)."}
     )
@@ -88,19 +102,19 @@ class SegZeroGRPOConfig(GRPOConfig):
     """TRL's GRPOConfig with the paper's defaults (Section 4.1 and the official recipe).
     Gradient checkpointing is on by TRL's own default."""
 
-    learning_rate: float = field(default=1e-6)
-    weight_decay: float = field(default=0.01)
-    beta: float = field(default=0.005, metadata={"help": "KL coefficient to the reference."})
-    num_generations: int | None = field(default=8)
-    temperature: float = field(default=1.0)
-    max_completion_length: int | None = field(default=1024)
-    per_device_train_batch_size: int = field(default=8)
-    gradient_accumulation_steps: int = field(default=16)
-    bf16: bool | None = field(default=True)
-    logging_steps: float = field(default=1)
-    save_steps: float = field(default=50)
-    report_to: None | str | list[str] = field(default="none")
-    output_dir: str | None = field(default="runs/seg_zero")
+    learning_rate: float = new_default(GRPOConfig, "learning_rate", 1e-6)
+    weight_decay: float = new_default(GRPOConfig, "weight_decay", 0.01)
+    beta: float = new_default(GRPOConfig, "beta", 0.005, help="KL coefficient to the reference.")
+    num_generations: int | None = new_default(GRPOConfig, "num_generations", 8)
+    temperature: float = new_default(GRPOConfig, "temperature", 1.0)
+    max_completion_length: int | None = new_default(GRPOConfig, "max_completion_length", 1024)
+    per_device_train_batch_size: int = new_default(GRPOConfig, "per_device_train_batch_size", 8)
+    gradient_accumulation_steps: int = new_default(GRPOConfig, "gradient_accumulation_steps", 16)
+    bf16: bool | None = new_default(GRPOConfig, "bf16", True)
+    logging_steps: float = new_default(GRPOConfig, "logging_steps", 1)
+    save_steps: float = new_default(GRPOConfig, "save_steps", 50)
+    report_to: None | str | list[str] = new_default(GRPOConfig, "report_to", "none")
+    output_dir: str | None = new_default(GRPOConfig, "output_dir", "runs/seg_zero")
 
 
 # --------------------------------------------------------------------------- pre-flight
@@ -152,19 +166,26 @@ def model_and_data_problems(args: SegZeroArguments, config: GRPOConfig) -> list[
     )
 
 
+def build_parser():
+    """The command line: TRL's parser of the two dataclasses, plus --config and --check."""
+    return recipe_parser(
+        (SegZeroArguments, SegZeroGRPOConfig),
+        prog="grpo.py",
+        description=__doc__,
+        flags={CHECK_FLAG: CHECK_HELP},
+    )
+
+
 def parse_and_check(argv: list[str] | None):
     """(SegZeroArguments, SegZeroGRPOConfig, check_only) after every pre-flight check passed;
-    RecipeError with all problems otherwise."""
-    command_line = split_command_line(sys.argv[1:] if argv is None else argv, flags=["--check"])
-    args, config, given = parse_recipe(
-        (SegZeroArguments, SegZeroGRPOConfig), command_line, checks=[recipe_checks]
-    )
+    RecipeError with all problems otherwise (`sys.argv` when `argv` is None)."""
+    args, config, given, check_only = read_command_line(build_parser(), argv, [recipe_checks])
     if "use_vllm" not in given:
         config.use_vllm = vllm_available()
     problems = model_and_data_problems(args, config)
     if problems:
         raise RecipeError(problems)
-    return args, config, "--check" in command_line.flags
+    return args, config, check_only
 
 
 # --------------------------------------------------------------------------- training
@@ -178,8 +199,8 @@ def build_trainer(args: SegZeroArguments, config: GRPOConfig):
 
     from segzero_model.reasoner import resolve_checkpoint
     from segzero_model.rewards import get_reward_functions
-    from training.conversation import grpo_dataset
-    from training.prepare_data import load_training_dataset
+    from segzero_training.conversation import grpo_dataset
+    from segzero_training.prepare_data import load_training_dataset
 
     dataset = load_training_dataset(args.dataset_path, args.dataset_split)
     if args.max_samples is not None:

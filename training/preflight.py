@@ -1,7 +1,7 @@
 """Checks that run before training starts, so a run fails in seconds, not after hours.
 
 Each check returns a list of problems (empty when fine); each problem names the key to change.
-The training scripts collect all of them and report them together (`training.recipe`).
+The training scripts collect all of them and report them together (`segzero_training.recipe`).
 The two that cost users of the official code the most: batch sizes that do not divide, and an
 image that the processor resizes (or a length limit that cuts its tokens), which silently
 moves the 840x840 answer frame.
@@ -43,7 +43,7 @@ def model_problems(name: str, key: str = "model_name_or_path") -> list[str]:
 def dataset_problems(path: str | None, split: str, key: str = "dataset_path") -> list[str]:
     """The training data must load (`prepare_data.load_training_dataset`), be non-empty and
     hold 840x840 images: the solutions are in that frame."""
-    from training.prepare_data import load_training_dataset
+    from segzero_training.prepare_data import load_training_dataset
 
     if not path:
         return [f"{key} is not set: point it at a dataset made by training/prepare_data.py"]
@@ -292,11 +292,22 @@ def model_init_problems(model_init_kwargs: object) -> list[str]:
     ]
 
 
+def tiny_problems(tiny: bool, given: set[str]) -> list[str]:
+    """tiny=true chooses the model; a model_name_or_path given as well would be ignored."""
+    if tiny and "model_name_or_path" in given:
+        return [
+            "tiny=true trains the built-in tiny model, but model_name_or_path is set too: "
+            "remove one of them"
+        ]
+    return []
+
+
 def trainer_problems(values, given: set[str]) -> list[str]:
     """The checks every training script runs on its parsed values (a namespace with the script
     arguments and TRL's config): output directory, DeepSpeed config, weight precision, keys
-    given under two names or inside model_init_kwargs."""
+    given under two names or inside model_init_kwargs, a model chosen twice."""
     problems = output_dir_problems(values.output_dir, values.resume_from_checkpoint)
+    problems += tiny_problems(values.tiny, given)
     problems += deepspeed_problems(
         values.deepspeed,
         dtype=values.dtype,

@@ -62,14 +62,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from segzero_model.errors import ImageLoadError  # noqa: E402
-from segzero_model.geometry import REASONING_SIZE, to_frame_xy  # noqa: E402
-from segzero_model.targets import EmptyMaskError, Target, mask_to_target  # noqa: E402
+from segzero_model.errors import ImageLoadError
+from segzero_model.geometry import REASONING_SIZE, to_frame_xy
+from segzero_model.targets import (
+    EmptyMaskError,
+    Target,
+    format_solution,
+    mask_to_target,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -146,13 +148,6 @@ def frame_target(
     x2, y2 = xy(target.bbox[2], target.bbox[3])
     p1, p2 = (xy(x, y) for x, y in target.points)
     return (x1, y1, x2, y2), (p1, p2)
-
-
-def format_solution(bbox: Sequence[int], points: Sequence[Sequence[int]]) -> str:
-    """The released datasets' `solution` string (parsed back by `rewards.parse_solution`)."""
-    (px1, py1), (px2, py2) = points
-    x1, y1, x2, y2 = bbox
-    return f"<box>({x1},{y1}),({x2},{y2})</box><points>({px1},{py1}),({px2},{py2})</points>"
 
 
 def make_row(sample: RawSample) -> dict:
@@ -476,7 +471,7 @@ def load_training_dataset(path: str | os.PathLike, split: str = "train"):
     """
     from datasets import DatasetDict, Image, load_from_disk
 
-    from segzero_model.rewards import parse_solution
+    from segzero_model.targets import parse_solution
 
     path = Path(path)
     if not path.is_dir():

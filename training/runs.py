@@ -1,17 +1,23 @@
 """What the GRPO and SFT scripts share around their TRL trainer: the model and data arguments,
-the metrics file, resuming, and the final save that `segzero infer` loads."""
+reading the command line, the metrics file, resuming, and the final save that `segzero infer`
+loads."""
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from segzero_model.prompt import RECIPE_FILE
 
+logger = logging.getLogger(__name__)
+
 EXIT_BAD_RECIPE = 2
 METRICS_FILE = "metrics.jsonl"
+CHECK_FLAG = "--check"
+CHECK_HELP = "only run the pre-flight checks (no weights are loaded), then exit"
 
 
 @dataclass
@@ -40,6 +46,22 @@ class ModelDataArguments:
     attn_implementation: str | None = field(
         default=None, metadata={"help": "e.g. flash_attention_2 or sdpa; None: transformers'."}
     )
+    tiny: bool = field(
+        default=False,
+        metadata={
+            "help": "Train the built-in tiny random Qwen2.5-VL instead of model_name_or_path: a "
+            "smoke test of the whole loop in a minute on a CPU (the model learns nothing useful)."
+        },
+    )
+
+    def use_tiny_model(self) -> None:
+        """With tiny=true, point model_name_or_path at the built-in tiny checkpoint (built once
+        into the tiny-model cache, `segzero_model.tiny`)."""
+        if self.tiny:
+            from segzero_model.tiny import TINY_WARNING, ensure_tiny_models
+
+            logger.warning(TINY_WARNING)
+            self.model_name_or_path = str(ensure_tiny_models()[0])
 
     def model_init_kwargs(self, given: dict | None) -> dict:
         """The trainer's model_init_kwargs: the user's, with this recipe's dtype and attention."""
@@ -48,6 +70,23 @@ class ModelDataArguments:
         if self.attn_implementation:
             init["attn_implementation"] = self.attn_implementation
         return init
+
+
+def read_command_line(parser, argv: list[str] | None, checks) -> tuple:
+    """``(args, config, given, check_only)`` from the command line (`sys.argv` when None) read
+    by `parser` (`segzero_training.recipe.recipe_parser`), after `checks`; RecipeError lists every
+    problem. ``--help`` prints the help and exits 0, as argparse does."""
+    import sys
+
+    from segzero_training.recipe import parse_recipe, split_command_line
+
+    command_line = split_command_line(sys.argv[1:] if argv is None else argv, parser)
+    if command_line.help:
+        parser.print_help()
+        raise SystemExit(0)
+    args, config, given = parse_recipe(parser, command_line, checks=checks)
+    args.use_tiny_model()
+    return args, config, given, CHECK_FLAG in command_line.flags
 
 
 def metrics_callback(output_dir: str):

@@ -1,23 +1,25 @@
 """Supervised fine-tuning (SFT) baseline: the paper's comparison to GRPO, on the same data.
 
-    python training/sft.py --config training/configs/sft_3b.yaml [key=value ...]
-    accelerate launch --num_processes 8 training/sft.py --config ... [key=value ...]
+    python training/sft.py --config training/configs/sft_3b.yaml [--key value ...]
+    accelerate launch --num_processes 8 training/sft.py --config ... [--key value ...]
     python training/sft.py --config ... --check     # only the pre-flight checks
+    python training/sft.py --help                   # every key, with its help and default
 
 The model sees each training image (840x840) with the no-thinking prompt of
 `segzero_model.prompt` and is taught, by cross-entropy on the answer tokens only (TRL's
 `SFTTrainer`, completion-only loss), to reply with the ground truth as
 ``<answer>{"bbox": [...], "points_1": [...], "points_2": [...]}</answer>``: the output format of
-the GRPO model without the reasoning (`training.conversation.sft_dataset`). Keys are the fields
-of `SFTScriptArguments` and of TRL's `SFTConfig`.
+the GRPO model without the reasoning (`segzero_training.conversation.sft_dataset`). Keys are
+the fields of `SFTScriptArguments` and of TRL's `SFTConfig`; ``key=value`` is accepted for
+``--key value`` (`segzero_training.recipe`).
 
-Every problem the pre-flight checks find (`training.preflight`: model, data, output directory,
-DeepSpeed, batch sizes, an image the processor would resize, a ``max_length`` that would cut an
-example) is reported at once, exit code 2. Defaults are this baseline's (`SegZeroSFTConfig`),
-``max_length`` among them: None, not TRL's 1024, which would cut the answer off examples of
-~1,000 tokens (900 of them the image).
+Every problem the pre-flight checks find (`segzero_training.preflight`: model, data, output
+directory, DeepSpeed, batch sizes, an image the processor would resize, a ``max_length`` that
+would cut an example) is reported at once, exit code 2. Defaults are this baseline's
+(`SegZeroSFTConfig`), ``max_length`` among them: None, not TRL's 1024, which would cut the
+answer off examples of ~1,000 tokens (900 of them the image).
 The loss is logged every ``logging_steps`` (also to ``OUTPUT_DIR/metrics.jsonl``); checkpoints
-(``checkpoint-N``) resume with ``resume_from_checkpoint=true``. The final model and processor
+(``checkpoint-N``) resume with ``--resume_from_checkpoint true``. The final model and processor
 are saved in Hugging Face format in ``output_dir`` with ``segzero_recipe.json`` beside them,
 ready for ``segzero infer --reasoning-model OUTPUT_DIR``.
 
@@ -29,21 +31,20 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
-if __package__ in (None, ""):  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from transformers.trainer_utils import SchedulerType
+from trl import SFTConfig
 
-from transformers.trainer_utils import SchedulerType  # noqa: E402
-from trl import SFTConfig  # noqa: E402
-
-from training import preflight  # noqa: E402
-from training.recipe import RecipeError, parse_recipe, split_command_line  # noqa: E402
-from training.runs import (  # noqa: E402
+from segzero_training import preflight
+from segzero_training.recipe import RecipeError, new_default, recipe_parser
+from segzero_training.runs import (
+    CHECK_FLAG,
+    CHECK_HELP,
     EXIT_BAD_RECIPE,
     ModelDataArguments,
     metrics_callback,
+    read_command_line,
     resume_argument,
     save_final,
 )
@@ -78,18 +79,18 @@ class SFTScriptArguments(ModelDataArguments):
 class SegZeroSFTConfig(SFTConfig):
     """TRL's SFTConfig with this baseline's defaults (training/configs/sft_3b.yaml says why)."""
 
-    learning_rate: float = field(default=1e-5)
-    lr_scheduler_type: SchedulerType | str = field(default="cosine")
-    warmup_steps: float = field(default=0.03)
-    weight_decay: float = field(default=0.01)
+    learning_rate: float = new_default(SFTConfig, "learning_rate", 1e-5)
+    lr_scheduler_type: SchedulerType | str = new_default(SFTConfig, "lr_scheduler_type", "cosine")
+    warmup_steps: float = new_default(SFTConfig, "warmup_steps", 0.03)
+    weight_decay: float = new_default(SFTConfig, "weight_decay", 0.01)
     max_length: int | None = field(
         default=None,
         metadata={"help": "Token limit per example; None (no limit): the image alone is 900."},
     )
-    logging_steps: float = field(default=1)
-    save_steps: float = field(default=100)
-    report_to: None | str | list[str] = field(default="none")
-    output_dir: str | None = field(default="runs/sft")
+    logging_steps: float = new_default(SFTConfig, "logging_steps", 1)
+    save_steps: float = new_default(SFTConfig, "save_steps", 100)
+    report_to: None | str | list[str] = new_default(SFTConfig, "report_to", "none")
+    output_dir: str | None = new_default(SFTConfig, "output_dir", "runs/sft")
 
 
 # --------------------------------------------------------------------------- pre-flight
@@ -147,17 +148,24 @@ def model_and_data_problems(args: SFTScriptArguments, config: SFTConfig) -> list
     return problems + length_problems(processor, example, config.max_length)
 
 
+def build_parser():
+    """The command line: TRL's parser of the two dataclasses, plus --config and --check."""
+    return recipe_parser(
+        (SFTScriptArguments, SegZeroSFTConfig),
+        prog="sft.py",
+        description=__doc__,
+        flags={CHECK_FLAG: CHECK_HELP},
+    )
+
+
 def parse_and_check(argv: list[str] | None):
     """(SFTScriptArguments, SFTConfig, check_only) after every pre-flight check passed;
-    RecipeError with all problems otherwise."""
-    command_line = split_command_line(sys.argv[1:] if argv is None else argv, flags=["--check"])
-    args, config, _ = parse_recipe(
-        (SFTScriptArguments, SegZeroSFTConfig), command_line, checks=[recipe_checks]
-    )
+    RecipeError with all problems otherwise (`sys.argv` when `argv` is None)."""
+    args, config, _, check_only = read_command_line(build_parser(), argv, [recipe_checks])
     problems = model_and_data_problems(args, config)
     if problems:
         raise RecipeError(problems)
-    return args, config, "--check" in command_line.flags
+    return args, config, check_only
 
 
 # --------------------------------------------------------------------------- training
@@ -165,8 +173,8 @@ def parse_and_check(argv: list[str] | None):
 
 def load_sft_dataset(args: SFTScriptArguments, limit: int | None = None):
     """The training rows (the first `max_samples`, or `limit`) as prompt-completion pairs."""
-    from training.conversation import sft_dataset
-    from training.prepare_data import load_training_dataset
+    from segzero_training.conversation import sft_dataset
+    from segzero_training.prepare_data import load_training_dataset
 
     dataset = load_training_dataset(args.dataset_path, args.dataset_split)
     count = min(n for n in (args.max_samples, limit, len(dataset)) if n is not None)

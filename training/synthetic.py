@@ -1,14 +1,23 @@
 """A small synthetic training set in the released layout: coloured shapes on a plain background.
 
+    python training/synthetic.py --output data/synthetic [--rows 8] [--seed 0] [--overwrite]
+    python training/grpo.py --config training/configs/smoke_tiny.yaml   # trains on it
+
 Each row shows one to three shapes of different colours; the problem names one of them ("the
 red disk") and the solution is `mask_to_target` of its mask, so every reward can be computed
 exactly. Tests and benchmarks train on it in seconds; it is also a quick way to smoke-test a
-recipe (``training/grpo.py dataset_path=...``) before spending GPU hours on real data.
+recipe (``training/grpo.py --dataset_path DIR``) before spending GPU hours on real data. The
+output is ``DatasetDict({"train": ...}).save_to_disk(DIR)``, as `prepare_data.py` writes.
+
+Exit codes: 0 written; 2 bad arguments or an output directory that is not empty.
 """
 
 from __future__ import annotations
 
+import argparse
 import random
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -35,8 +44,7 @@ def synthetic_row(index: int, rng: random.Random, side: int = REASONING_SIZE) ->
     """One row: an image with 1-3 non-overlapping shapes, the problem naming one of them."""
     from PIL import Image
 
-    from segzero_model.targets import mask_to_target
-    from training.prepare_data import format_solution
+    from segzero_model.targets import format_solution, mask_to_target
 
     image = np.empty((side, side, 3), np.uint8)
     image[:] = BACKGROUND
@@ -67,11 +75,50 @@ def synthetic_row(index: int, rng: random.Random, side: int = REASONING_SIZE) ->
 
 def synthetic_dataset(count: int, seed: int = 0):
     """`count` rows (deterministic for a seed) as a `datasets.Dataset` with the released
-    features (`training.prepare_data.features`)."""
+    features (`segzero_training.prepare_data.features`)."""
     from datasets import Dataset
 
-    from training.prepare_data import features
+    from segzero_training.prepare_data import features
 
     rng = random.Random(seed)
     rows = [synthetic_row(index, rng) for index in range(count)]
     return Dataset.from_list(rows, features=features())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="synthetic.py",
+        description="Write a synthetic Seg-Zero training set (coloured shapes, released layout).",
+    )
+    parser.add_argument("--output", type=Path, required=True, help="dataset directory to write")
+    parser.add_argument("--rows", type=int, default=8, help="number of rows (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the scenes (0)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.rows < 1:
+        print(f"error: --rows must be at least 1, got {args.rows}", file=sys.stderr)
+        return 2
+    output = args.output
+    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.overwrite:
+        print(f"error: {output} exists and is not empty (--overwrite replaces it)", file=sys.stderr)
+        return 2
+    from datasets import DatasetDict
+
+    dataset = synthetic_dataset(args.rows, seed=args.seed)
+    if output.is_dir():
+        import shutil
+
+        shutil.rmtree(output)
+    elif output.exists():
+        output.unlink()
+    DatasetDict({"train": dataset}).save_to_disk(str(output))
+    print(f"wrote {output} (split 'train'): {len(dataset)} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
