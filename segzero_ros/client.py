@@ -1,7 +1,10 @@
 """`segzero-query`: send one query to the perception node's `Segment` action and print what
 comes back — the reasoning as it streams, then the status, box and points. Ctrl-C cancels the
 goal. Exit status: 0 OK, 1 the node answered with a failure status, 2 no server / timeout /
-bad arguments, 130 interrupted."""
+bad arguments, 130 interrupted.
+
+Arguments after `--ros-args` go to ROS, e.g. `segzero-query "the red cup" --ros-args -r
+__ns:=/left` asks the node started in the namespace /left (the action name is relative)."""
 
 from __future__ import annotations
 
@@ -21,11 +24,19 @@ class _Interrupted(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="segzero-query", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="segzero-query",
+        description=__doc__.split("\n")[0],
+        epilog="Arguments after --ros-args go to ROS (e.g. --ros-args -r __ns:=/left).",
+    )
     parser.add_argument("query", help='what to segment, e.g. "the red cup"')
     parser.add_argument("--image", type=Path, help="segment this image file, not the camera's")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (300)")
-    parser.add_argument("--action", default="/segzero/segment", help="action name")
+    parser.add_argument(
+        "--action",
+        default="segzero/segment",
+        help="action name (relative: resolved in the namespace given with --ros-args -r __ns:=/NS)",
+    )
     parser.add_argument("--save-mask", type=Path, help="write the mask as a PNG (0/255)")
     parser.add_argument(
         "--save-overlay", type=Path, help="write an overlay PNG (needs --image: drawn here)"
@@ -58,8 +69,15 @@ class _FeedbackPrinter:
             print(flush=True)
 
 
+def split_ros_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(our arguments, ROS arguments): everything from the first `--ros-args` on is ROS's."""
+    split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    return argv[:split], argv[split:]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    ours, ros_args = split_ros_args(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(ours)
     image = None
     if args.image is not None:
         from segzero_model.errors import ImageLoadError
@@ -80,16 +98,22 @@ def main(argv: list[str] | None = None) -> int:
 
     from segzero_ros.action import Segment
 
-    rclpy.init(args=[sys.argv[0]], signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=[sys.argv[0], *ros_args], signal_handler_options=SignalHandlerOptions.NO)
+    except RuntimeError as error:  # rclpy's RCLError, e.g. a malformed remapping
+        detail = str(error).split(", at ")[0]
+        print(f"segzero-query: error: bad ROS arguments: {detail}", file=sys.stderr)
+        return EXIT_ERROR
     interrupted = threading.Event()
     signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
     node = rclpy.create_node("segzero_query")
     client = ActionClient(node, Segment, args.action)
+    action = node.resolve_topic_name(args.action)  # as the server's name resolves: for messages
     goal_handle = None
     try:
         if not client.wait_for_server(timeout_sec=min(args.timeout, 30.0)):
             print(
-                f"segzero-query: error: no action server {args.action} "
+                f"segzero-query: error: no action server {action} "
                 "(is segzero-perception running and active?)",
                 file=sys.stderr,
             )

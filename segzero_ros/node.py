@@ -247,9 +247,8 @@ class PerceptionNode(LifecycleNode):
         self._diag_timer = self.create_timer(
             p.diagnostics_period, self._diagnostics_cb, callback_group=self._diag_group
         )
-        self.get_logger().info(
-            f"configured: queue_size {p.queue_size}, camera {self.resolve_topic_name(self._camera())}"
-        )
+        camera = self.resolve_topic_name(self._camera())
+        self.get_logger().info(f"configured: queue_size {p.queue_size}, camera {camera}")
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:

