@@ -380,9 +380,7 @@ def render_params_markdown() -> str:
         default = yaml_value(param.default)
         note = " Read-only at runtime." if param.read_only else ""
         description = (param.description + note).replace("|", "\\|").replace("<", "&lt;")
-        rows.append(
-            f"| `{param.name}` | {_TYPE_NAMES[param.type]} | `{default}` | {description} |"
-        )
+        rows.append(f"| `{param.name}` | {_TYPE_NAMES[param.type]} | `{default}` | {description} |")
     return "\n".join(rows) + "\n"
 
 
