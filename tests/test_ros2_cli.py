@@ -45,6 +45,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCUMENTS = (README, ROOT / "docs" / "ros.md")  # where users read ros2 commands
 SCENE = ROOT / "segzero_model" / "assets" / "kitchen.png"
 DOMAIN_ID = 1 + (os.getpid() + 41) % 100
 CAMERA = "/cli_test/camera/image_raw"  # image_topic:=, so the default one stays silent
@@ -70,9 +71,9 @@ QUERY_TEXT = "the red cup"  # what README_COMMANDS["query"] publishes
 
 
 def readme_commands() -> list[str]:
-    """The `ros2 ...` command lines of README.md's bash blocks, continuation lines joined and
-    trailing comments dropped."""
-    text = README.read_text(encoding="utf-8")
+    """The `ros2 ...` command lines of the bash blocks of README.md and docs/ros.md,
+    continuation lines joined and trailing comments dropped."""
+    text = "\n".join(path.read_text(encoding="utf-8") for path in DOCUMENTS)
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
@@ -208,8 +209,8 @@ def test_readme_ros2_commands_are_tested():
             assert given <= arguments, f"{command}: {given - arguments} not declared"
         else:
             assert command in tested, (
-                f"README.md documents `{command}`, which {Path(__file__).name} does not run: "
-                "add it to README_COMMANDS"
+                f"README.md or docs/ros.md documents `{command}`, which "
+                f"{Path(__file__).name} does not run: add it to README_COMMANDS"
             )
 
 
