@@ -1,0 +1,142 @@
+"""The `segzero-perception` console script (segzero_ros/main.py) in child processes: start-up
+failures exit 2 with one line, `--tiny` starts, serves and stops on SIGINT; and its `spin`
+survives rclpy's wait-set race."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+from conftest import ros_importorskip
+
+ros_importorskip(
+    "segzero_ros.msg", reason="generated messages: run under `source install/setup.bash`"
+)
+
+import rclpy  # noqa: E402
+from rclpy.exceptions import InvalidHandle  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from ros_harness import DOMAIN_ID, ROOT, WAIT, ros_env, wait_until  # noqa: E402
+
+from segzero_ros.main import spin  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def run_node(args: list[str], timeout: float = 120, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "segzero_ros.main", *args],
+        cwd=ROOT,
+        env=env or ros_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_a_model_that_fails_to_load_stops_the_node_with_one_line():
+    proc = run_node(
+        ["--ros-args", "-p", "reasoning_model:=/nonexistent/seg-zero", "-p", "device:=cpu"]
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if "cannot load the models" in line]
+    assert len(lines) == 1 and "/nonexistent/seg-zero" in lines[0], output
+    assert sum("ERROR" in line for line in output.splitlines()) == 1, output
+
+
+def test_bad_parameter_file_and_bad_parameter_value(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("segzero_perception:\n  ros__parameters:\n    queue_sise: 3\n")
+    proc = run_node(["--params-file", str(bad)])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "unknown parameter 'queue_sise' (did you mean 'queue_size'?)" in proc.stderr
+
+    proc = run_node(["--ros-args", "--params-file", str(bad)])
+    assert proc.returncode == 2 and "unknown parameter 'queue_sise'" in proc.stderr
+
+    proc = run_node(["--ros-args", "-p", "queue_size:=0"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "queue_size" in proc.stderr
+
+
+def test_tiny_console_script_starts_serves_and_stops_on_sigint(tiny_cache):
+    env = dict(ros_env(), SEGZERO_CACHE=str(tiny_cache), ROS_DOMAIN_ID=str(int(DOMAIN_ID) + 50))
+    args = [
+        "--tiny",
+        "--params-file",
+        str(ROOT / "config" / "perception.yaml"),
+        "--ros-args",
+        "-p",
+        "device:=cpu",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segzero_ros.main", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        try:
+            wait_until(lambda: any("active:" in line for line in lines), WAIT, "node active")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; output:\n{''.join(lines)}") from None
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        reader.join(timeout=5)
+    output = "".join(lines)
+    assert proc.returncode == 0, output
+    assert "building the tiny checkpoints" not in output  # the session's copy was used
+    assert "TINY RANDOM models" in output and "MEANINGLESS" in output
+    assert "Traceback" not in output
+
+
+def test_spin_goes_on_after_the_wait_set_race(capfd):
+    """rclpy can raise InvalidHandle from building a wait set while another thread destroys an
+    entity (ros2/rclpy#1284); the node's spin logs it and keeps serving."""
+
+    class RacingExecutor(SingleThreadedExecutor):
+        raced = False
+
+        def spin_once(self, timeout_sec=None):
+            if not self.raced:
+                self.raced = True
+                raise InvalidHandle("cannot use Destroyable because destruction was requested")
+            super().spin_once(timeout_sec)
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(DOMAIN_ID))
+    node = rclpy.create_node("segzero_spin_race", context=context)
+    ticks = threading.Event()
+    node.create_timer(0.01, ticks.set)
+    executor = RacingExecutor(context=context)
+    executor.add_node(node)
+    stop = threading.Event()
+    spinner = threading.Thread(target=spin, args=(executor, node.get_logger(), stop), daemon=True)
+    try:
+        spinner.start()
+        assert ticks.wait(10), "the timer never ran after the race"
+        assert executor.raced
+    finally:
+        stop.set()
+        executor.shutdown(timeout_sec=5)
+        spinner.join(timeout=10)
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    assert not spinner.is_alive()
+    assert "destruction was requested; spinning on" in capfd.readouterr().err
