@@ -20,6 +20,7 @@ from typing import Any
 import rclpy
 from rclpy.exceptions import InvalidHandle, ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 
@@ -152,12 +153,21 @@ SPIN_PERIOD = 0.2  # seconds between checks of the stop event (how fast a signal
 def spin(executor, logger, stop: threading.Event) -> None:
     """Spin until `stop` is set or the context shuts down (set `stop` before shutting the
     executor down). Survives rclpy's wait-set race with entity destruction (ros2/rclpy#1284):
-    the InvalidHandle it raises costs one wait, not the node."""
+    an entity destroyed (the action server at deactivate) while an executor thread adds it to
+    its wait set raises InvalidHandle, or RCLError "... pointer is invalid" from rcl itself;
+    either costs one wait, not the node."""
     while not stop.is_set() and executor.context.ok():
         try:
             executor.spin_once(timeout_sec=SPIN_PERIOD)
-        except InvalidHandle as error:
+        except (InvalidHandle, _rclpy.RCLError) as error:
+            if isinstance(error, _rclpy.RCLError) and not _destroyed_entity(error):
+                raise
             logger.warning(f"executor: {error}; spinning on", throttle_duration_sec=10.0)
+
+
+def _destroyed_entity(error: Exception) -> bool:
+    """rcl's words for adding an entity that was just destroyed to a wait set."""
+    return "pointer is invalid" in str(error)
 
 
 def start(node: PerceptionNode) -> bool:

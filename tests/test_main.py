@@ -19,6 +19,7 @@ ros_importorskip(
 import rclpy  # noqa: E402
 from rclpy.exceptions import InvalidHandle  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy  # noqa: E402
 from ros_harness import DOMAIN_ID, ROOT, WAIT, ros_env, wait_until  # noqa: E402
 
 from segzero_ros.main import spin  # noqa: E402
@@ -106,9 +107,20 @@ def test_tiny_console_script_starts_serves_and_stops_on_sigint(tiny_cache):
     assert "Traceback" not in output
 
 
-def test_spin_goes_on_after_the_wait_set_race(capfd):
-    """rclpy can raise InvalidHandle from building a wait set while another thread destroys an
-    entity (ros2/rclpy#1284); the node's spin logs it and keeps serving."""
+@pytest.mark.parametrize(
+    "error",
+    [
+        InvalidHandle("cannot use Destroyable because destruction was requested"),
+        # seen in CI from the action server destroyed at deactivate
+        _rclpy.RCLError(
+            "Failed to add 'rcl_action_server_t' to wait set: action server pointer is invalid"
+        ),
+    ],
+    ids=["InvalidHandle", "RCLError"],
+)
+def test_spin_goes_on_after_the_wait_set_race(capfd, error):
+    """rclpy can raise from building a wait set while another thread destroys an entity
+    (ros2/rclpy#1284); the node's spin logs it and keeps serving."""
 
     class RacingExecutor(SingleThreadedExecutor):
         raced = False
@@ -116,7 +128,7 @@ def test_spin_goes_on_after_the_wait_set_race(capfd):
         def spin_once(self, timeout_sec=None):
             if not self.raced:
                 self.raced = True
-                raise InvalidHandle("cannot use Destroyable because destruction was requested")
+                raise error
             super().spin_once(timeout_sec)
 
     context = rclpy.Context()
@@ -139,4 +151,20 @@ def test_spin_goes_on_after_the_wait_set_race(capfd):
         node.destroy_node()
         rclpy.shutdown(context=context)
     assert not spinner.is_alive()
-    assert "destruction was requested; spinning on" in capfd.readouterr().err
+    assert f"{error}; spinning on" in capfd.readouterr().err
+
+
+def test_spin_raises_other_rcl_errors():
+    class FailingExecutor(SingleThreadedExecutor):
+        def spin_once(self, timeout_sec=None):
+            raise _rclpy.RCLError("Failed to wait on wait set: some other failure")
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(DOMAIN_ID))
+    try:
+        executor = FailingExecutor(context=context)
+        with pytest.raises(_rclpy.RCLError, match="some other failure"):
+            spin(executor, rclpy.logging.get_logger("test_spin"), threading.Event())
+    finally:
+        executor.shutdown(timeout_sec=5)
+        rclpy.shutdown(context=context)
