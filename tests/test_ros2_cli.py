@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import pytest
 import yaml
 from conftest import OutputProcess, require_ros2_cli, ros_importorskip, ros_process_env
@@ -47,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCUMENTS = (README, ROOT / "docs" / "ros.md")  # where users read ros2 commands
 SCENE = ROOT / "segzero_model" / "assets" / "kitchen.png"
+FRAME_SIZE = (160, 120)  # width, height of the camera frames the probe publishes
 DOMAIN_ID = 1 + (os.getpid() + 41) % 100
 CAMERA = "/cli_test/camera/image_raw"  # image_topic:=, so the default one stays silent
 QUEUE_SIZE = 5  # from the custom params_file (the default is 8)
@@ -130,7 +132,10 @@ class Probe:
             ),
         )
         camera = self.node.create_publisher(Image, CAMERA, qos_profile_sensor_data)
-        rgb = load_image(SCENE)
+        # A small frame: a full 640x480 one (900 KB) exceeds Fast DDS's shared-memory segment
+        # and goes out as best-effort UDP fragments, which a loaded machine loses (the node then
+        # answered STALE_IMAGE in CI-like runs).
+        rgb = cv2.resize(load_image(SCENE), FRAME_SIZE, interpolation=cv2.INTER_AREA)
 
         def publish_frame():
             header = Header(stamp=self.node.get_clock().now().to_msg(), frame_id="cli_test")
