@@ -95,13 +95,12 @@ def test_cancel_running_and_queued_goals(harness):
     assert (result.status, result.error) == (R.CANCELLED, "cancelled while queued")
     assert queued_feedback and all(f.stage == "queued" for f in queued_feedback)
 
-    started = time.monotonic()
     running_cancel = running.cancel_goal_async()
     wait_until(running_cancel.done, 20, "cancel response")
     status, result = harness.goal_result(running, timeout=30)
     assert status == GoalStatus.STATUS_CANCELED
     assert result.status == R.CANCELLED and result.mask.height == 0
-    assert time.monotonic() - started < 15  # generation stopped, not run to the end
+    # How soon it stops (within a token) is pinned down by the next test, without a clock.
 
 
 def test_cancel_stops_the_generation_within_a_token(harness):

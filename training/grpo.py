@@ -33,6 +33,7 @@ from typing import Literal
 
 from trl import GRPOConfig
 
+from segzero_model.reply import DEFAULT_VARIANT, VARIANTS
 from segzero_training import preflight
 from segzero_training.recipe import RecipeError, new_default, recipe_parser
 from segzero_training.runs import (
@@ -78,8 +79,12 @@ class SegZeroArguments(ModelDataArguments):
             "(the IoU itself, ...) (Table 3)."
         },
     )
-    answer: Literal["box_points", "box", "points"] = field(
-        default="box_points", metadata={"help": "What the model answers (Table 2 ablation)."}
+    answer: str = field(
+        default=DEFAULT_VARIANT,
+        metadata={
+            "help": "What the model answers (Table 2 ablation).",
+            "choices": list(VARIANTS),  # the one list: segzero_model.reply
+        },
     )
     freeze_vision_tower: bool = field(
         default=False,

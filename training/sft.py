@@ -36,6 +36,7 @@ from typing import Literal
 from transformers.trainer_utils import SchedulerType
 from trl import SFTConfig
 
+from segzero_model.reply import DEFAULT_VARIANT, VARIANTS
 from segzero_training import preflight
 from segzero_training.recipe import RecipeError, new_default, recipe_parser
 from segzero_training.runs import (
@@ -63,8 +64,12 @@ class SFTScriptArguments(ModelDataArguments):
             "weights the optimizer updates (bf16=true computes in bf16 either way)."
         },
     )
-    answer: Literal["box_points", "box", "points"] = field(
-        default="box_points", metadata={"help": "What the model answers (Table 2 ablation)."}
+    answer: str = field(
+        default=DEFAULT_VARIANT,
+        metadata={
+            "help": "What the model answers (Table 2 ablation).",
+            "choices": list(VARIANTS),  # the one list: segzero_model.reply
+        },
     )
     global_batch_size: int | None = field(
         default=None,
