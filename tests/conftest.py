@@ -145,20 +145,28 @@ def stop_process_group(process, timeout: float = 30.0) -> None:
     """Stop a process started with `start_new_session=True` (its own process group) as Ctrl-C
     would: SIGINT to the process, then SIGKILL to its whole group once it exited or after
     `timeout`, so no child (a node started by `ros2 launch`) outlives the test."""
+    stop_process_groups([process], timeout)
+
+
+def stop_process_groups(processes, timeout: float = 30.0) -> None:
+    """`stop_process_group` for several processes at once: all get their SIGINT first, so
+    they shut down side by side."""
     import signal
     import subprocess
 
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    for process in processes:
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=10)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,8 @@
 with `namespace:=right`. Each answers the queries of its own namespace and nothing crosses;
 `segzero-query --ros-args -r __ns:=/left` reaches the left one.
 
-(launch_pytest would run these launches in-process, but it needs launch_testing, whose pytest
-plugin (3.7.1) cannot register under pytest 9; so `ros2 launch` runs as users run it.)
+`ros2 launch` runs as users run it (tests/test_launch_pytest.py drives the launch file with
+launch_pytest).
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import OutputProcess, require_ros2_cli, ros_importorskip, ros_process_env
+from conftest import (
+    OutputProcess,
+    require_ros2_cli,
+    ros_importorskip,
+    ros_process_env,
+    stop_process_groups,
+)
 
 msgs = ros_importorskip("segzero_ros.msg", reason="run under `source install/setup.bash`")
 ROS2 = require_ros2_cli()
@@ -73,8 +79,7 @@ def two_nodes(tiny_cache, tmp_path_factory):
             launch.wait_for(rf"\]: active: .* action /{side}/segzero/segment", START_TIMEOUT)
         yield launches
     finally:
-        for launch in launches.values():
-            launch.stop()
+        stop_process_groups([launch.process for launch in launches.values()])
 
 
 @pytest.fixture(scope="module")
