@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -37,13 +38,18 @@ def _env(tiny_cache) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def perception_node(tiny_cache):
-    """A tiny perception node in its own process, answering on the default action name."""
+    """A tiny perception node in its own process (the console script with the shipped parameter
+    file), answering on the default action name. At the end it is stopped as Ctrl-C stops it and
+    must exit 0 with a clean output (no traceback, no rosout error: it is released while its
+    context is still valid)."""
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "segzero_ros.main",
             "--tiny",
+            "--params-file",
+            str(ROOT / "config" / "perception.yaml"),
             "--ros-args",
             "-p",
             "device:=cpu",
@@ -57,15 +63,24 @@ def perception_node(tiny_cache):
         text=True,
     )
     lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
     deadline = time.monotonic() + 120
-    while not any("active:" in line for line in lines):
-        assert process.poll() is None, "".join(lines)
-        assert time.monotonic() < deadline, "node did not become active:\n" + "".join(lines)
-        time.sleep(0.1)
-    yield process
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        while not any("active:" in line for line in lines):
+            assert process.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "node did not become active:\n" + "".join(lines)
+            time.sleep(0.1)
+        yield process
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+        reader.join(timeout=5)
+    output = "".join(lines)
+    assert process.returncode == 0, output
+    assert "building the tiny checkpoints" not in output  # the session's copy was used
+    assert "TINY RANDOM models" in output and "MEANINGLESS" in output
+    assert "Traceback" not in output and "Failed to publish log message" not in output, output
 
 
 def run_client(tiny_cache, *args, timeout=180):
