@@ -246,3 +246,38 @@ def pytest_pycollect_makemodule(module_path, parent):
     if module_path.name == "__init__.py":
         return pytest.Package.from_parent(parent, path=module_path)
     return pytest.Module.from_parent(parent, path=module_path)
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def tiny_recipe(model, data, output, *extra: str) -> list[str]:
+    """The smallest real run: 1 prompt x 2 samples per step, 8 new tokens, float32 on the CPU."""
+    return [
+        f"model_name_or_path={model}",
+        f"dataset_path={data}",
+        f"output_dir={output}",
+        "global_batch_size=1",
+        "num_generations=2",
+        "per_device_train_batch_size=2",
+        "gradient_accumulation_steps=1",
+        "max_completion_length=8",
+        "dtype=float32",
+        "bf16=false",
+        "save_steps=1",
+        *extra,
+    ]
+
+
+def count_embeddings(segmenter, monkeypatch) -> list:
+    """Wrap the real SAM2 predictor's `set_image` (the image encoder run) with a counting
+    wrapper that calls through; the returned list grows by one per embedding computed."""
+    calls = []
+    embed = segmenter._predictor.set_image
+
+    def counting_set_image(*args, **kwargs):
+        calls.append(1)
+        return embed(*args, **kwargs)
+
+    monkeypatch.setattr(segmenter._predictor, "set_image", counting_set_image)
+    return calls

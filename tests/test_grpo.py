@@ -12,30 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_recipe
 
 from segzero_model.prompt import RECIPE_FILE
 from segzero_training import grpo, preflight
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "training" / "configs"
-
-
-def tiny_recipe(model, data, output, *extra: str) -> list[str]:
-    """The smallest real run: 1 prompt x 2 samples per step, 8 new tokens, float32 on the CPU."""
-    return [
-        f"model_name_or_path={model}",
-        f"dataset_path={data}",
-        f"output_dir={output}",
-        "global_batch_size=1",
-        "num_generations=2",
-        "per_device_train_batch_size=2",
-        "gradient_accumulation_steps=1",
-        "max_completion_length=8",
-        "dtype=float32",
-        "bf16=false",
-        "save_steps=1",
-        *extra,
-    ]
 
 
 # --------------------------------------------------------------------------- command line

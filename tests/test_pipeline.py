@@ -9,6 +9,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import count_embeddings
 
 from segzero_model.answer import parse_answer
 from segzero_model.pipeline import MAX_QUERY_CHARS, SegZeroPipeline, validate_query
@@ -139,20 +140,6 @@ def test_streaming_and_cancel(pipeline, scene):
     cancelled = pipeline.segment(scene, "the red cup", cancel=cancel)
     assert cancelled.status is Status.CANCELLED
     assert cancelled.mask is None
-
-
-def count_embeddings(segmenter, monkeypatch) -> list:
-    """Wrap the real SAM2 predictor's `set_image` (the image encoder run) with a counting
-    wrapper that calls through; the returned list grows by one per embedding computed."""
-    calls = []
-    embed = segmenter._predictor.set_image
-
-    def counting_set_image(*args, **kwargs):
-        calls.append(1)
-        return embed(*args, **kwargs)
-
-    monkeypatch.setattr(segmenter._predictor, "set_image", counting_set_image)
-    return calls
 
 
 def test_same_image_key_reuses_the_embedding(pipeline, scene, tiny_segmenter, monkeypatch):

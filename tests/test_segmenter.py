@@ -8,6 +8,7 @@ import socket
 import numpy as np
 import pytest
 import torch
+from conftest import count_embeddings
 
 from segzero_model import segmenter as segmenter_module
 from segzero_model.errors import ModelNotFoundError
@@ -45,20 +46,6 @@ def test_predict_is_repeatable_and_box_corner_order_does_not_matter(tiny_segment
 
 
 # --- embedding cache ----------------------------------------------------------------------------
-
-
-def count_embeddings(segmenter, monkeypatch) -> list:
-    """Wrap the real SAM2 predictor's `set_image` (the image encoder run) with a counting
-    wrapper that calls through; the returned list grows by one per embedding computed."""
-    calls = []
-    embed = segmenter._predictor.set_image
-
-    def counting_set_image(*args, **kwargs):
-        calls.append(1)
-        return embed(*args, **kwargs)
-
-    monkeypatch.setattr(segmenter._predictor, "set_image", counting_set_image)
-    return calls
 
 
 def test_same_content_reuses_the_embedding(tiny_segmenter, monkeypatch):
