@@ -33,7 +33,6 @@ from typing import Literal
 
 from trl import GRPOConfig
 
-from segzero_model.reply import DEFAULT_VARIANT, VARIANTS
 from segzero_training import preflight
 from segzero_training.recipe import RecipeError, new_default, recipe_parser
 from segzero_training.runs import (
@@ -77,13 +76,6 @@ class SegZeroArguments(ModelDataArguments):
         metadata={
             "help": "hard: 1 or 0 by a threshold (IoU > 0.5, L1 < 10 px, ...); soft: graded "
             "(the IoU itself, ...) (Table 3)."
-        },
-    )
-    answer: str = field(
-        default=DEFAULT_VARIANT,
-        metadata={
-            "help": "What the model answers (Table 2 ablation).",
-            "choices": list(VARIANTS),  # the one list: segzero_model.reply
         },
     )
     freeze_vision_tower: bool = field(

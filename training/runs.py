@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from segzero_model.prompt import RECIPE_FILE
+from segzero_model.reply import DEFAULT_VARIANT, VARIANTS
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ CHECK_HELP = "only run the pre-flight checks (no weights are loaded), then exit"
 
 @dataclass
 class ModelDataArguments:
-    """The base model and the training data (fields both scripts take)."""
+    """The base model, the training data and the answer variant (fields both scripts take)."""
 
     model_name_or_path: str = field(
         default="Qwen/Qwen2.5-VL-3B-Instruct",
@@ -45,6 +46,13 @@ class ModelDataArguments:
     )
     attn_implementation: str | None = field(
         default=None, metadata={"help": "e.g. flash_attention_2 or sdpa; None: transformers'."}
+    )
+    answer: str = field(
+        default=DEFAULT_VARIANT,
+        metadata={
+            "help": "What the model answers (Table 2 ablation).",
+            "choices": list(VARIANTS),  # the one list: segzero_model.reply
+        },
     )
     tiny: bool = field(
         default=False,

@@ -36,7 +36,6 @@ from typing import Literal
 from transformers.trainer_utils import SchedulerType
 from trl import SFTConfig
 
-from segzero_model.reply import DEFAULT_VARIANT, VARIANTS
 from segzero_training import preflight
 from segzero_training.recipe import RecipeError, new_default, recipe_parser
 from segzero_training.runs import (
@@ -62,13 +61,6 @@ class SFTScriptArguments(ModelDataArguments):
         metadata={
             "help": "Dtype the model is loaded in; without DeepSpeed also the dtype of the "
             "weights the optimizer updates (bf16=true computes in bf16 either way)."
-        },
-    )
-    answer: str = field(
-        default=DEFAULT_VARIANT,
-        metadata={
-            "help": "What the model answers (Table 2 ablation).",
-            "choices": list(VARIANTS),  # the one list: segzero_model.reply
         },
     )
     global_batch_size: int | None = field(
