@@ -60,7 +60,11 @@ CALL_TIMEOUT = 120.0  # seconds for one ros2 command (a tiny query takes 1-8 s)
 # blocks must be one of these (test_readme_ros2_commands_are_tested), so a README edit that
 # changes one fails here until it is added (and so tested).
 README_COMMANDS = {
-    "query": "ros2 topic pub --once /segzero/query std_msgs/msg/String \"{data: 'the red cup'}\"",
+    # --keep-alive 1: `--once` waits for a matching reader, publishes and exits 0.1 s later by
+    # default, which under load can be before the node's reader has matched the writer: the
+    # query was lost (seen in a full run). A second lets the reliable writer deliver it.
+    "query": "ros2 topic pub --once --keep-alive 1 /segzero/query std_msgs/msg/String "
+    "\"{data: 'the red cup'}\"",
     "echo": "ros2 topic echo /segzero/result --field status_name",
     "goal": "ros2 action send_goal --feedback /segzero/segment segzero_ros/action/Segment "
     "\"{query: 'the red cup'}\"",
