@@ -51,14 +51,18 @@ def test_the_fingerprint_hashes_the_builders_in_the_tiny_package(tmp_path, monke
     import shutil
     from pathlib import Path
 
+    import segzero_model.prompt as prompt
+    import segzero_model.reply as reply
     import segzero_model.tiny as tiny
     import segzero_model.tiny.qwen as qwen
     import segzero_model.tiny.sam2 as sam2_builder
 
     package = Path(tiny.__file__).parent
     assert Path(qwen.__file__).parent == Path(sam2_builder.__file__).parent == package
+    # The builders, and the prompt and reply format the tiny reasoner is trained on.
+    sources = (qwen, sam2_builder, prompt, reply)
     expected = hashlib.sha256(
-        Path(qwen.__file__).read_bytes() + Path(sam2_builder.__file__).read_bytes()
+        b"".join(Path(module.__file__).read_bytes() for module in sources)
     ).hexdigest()[:12]
     assert tiny.builder_fingerprint() == expected
     # A changed builder gives another cache entry (checked on a copy of the package).

@@ -37,10 +37,16 @@ def default_cache_dir() -> Path:
 
 
 def builder_fingerprint() -> str:
-    """A short hash of the tiny builders' source, so a cache built by other code is never used."""
+    """A short hash of the tiny builders' source and of the prompt and reply format the tiny
+    reasoner is taught on, so a cache built by other code is never used."""
+    import segzero_model.prompt
+    import segzero_model.reply
+
     digest = hashlib.sha256()
     for name in _BUILDERS:
         digest.update((Path(__file__).parent / name).read_bytes())
+    for module in (segzero_model.prompt, segzero_model.reply):
+        digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:12]
 
 
