@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import statistics
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 # Statuses (SegmentationResult status names) that say the node or model failed, as opposed to
@@ -161,21 +161,15 @@ def status_values(
             f"{n} publisher(s) on {topic} do not match this node's QoS" for topic, n in unmatched
         )
         level, message = ("WARN", said) if level == "OK" else (level, f"{message}; {said}")
-    fields = asdict(state)
     values: dict[str, Any] = {
         "state": "active" if state.active else "inactive",
         "models_loaded": state.models_loaded,
-        **{
-            key: fields[key]
-            for key in (
-                "reasoning_model",
-                "segmentation_model",
-                "device",
-                "queue_depth",
-                "queue_size",
-                "busy",
-            )
-        },
+        "reasoning_model": state.reasoning_model,
+        "segmentation_model": state.segmentation_model,
+        "device": state.device,
+        "queue_depth": state.queue_depth,
+        "queue_size": state.queue_size,
+        "busy": state.busy,
         "answered": snapshot.answered,
         "failed": snapshot.failed,
         "dropped": snapshot.dropped,

@@ -24,6 +24,7 @@ from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 
+from segzero_ros.client import split_ros_args
 from segzero_ros.node import PerceptionNode, one_line
 from segzero_ros.params import ParamsError, load_params_file
 
@@ -55,9 +56,7 @@ def ros_params_files(ros_args: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
-    ours, ros_args = argv[:split], argv[split:]
+    ours, ros_args = split_ros_args(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(ours)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
     # The node logs one line per failed query itself; the pipeline's own warnings would repeat it.

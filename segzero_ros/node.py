@@ -506,7 +506,7 @@ class PerceptionNode(LifecycleNode):
         if self._diag_pub is None:
             return
         worker, frame, p = self.worker, self._frame, self.params
-        now_ns = self.get_clock().now().nanoseconds
+        now = self.get_clock().now()
         state = NodeState(
             active=self._active,
             loading=self._loading,
@@ -519,14 +519,14 @@ class PerceptionNode(LifecycleNode):
             queue_size=p.queue_size,
             busy=worker.busy if worker is not None else False,
             frames_received=frame.seq if frame is not None else 0,
-            frame_age=frame_age(frame, now_ns) if frame is not None else None,
+            frame_age=frame_age(frame, now.nanoseconds) if frame is not None else None,
         )
         array = diagnostic_array(
             f"{self.get_name()}: Seg-Zero perception",
             state,
             self.stats.snapshot(),
             self._unmatched_publishers(),
-            self.get_clock().now().to_msg(),
+            now.to_msg(),
         )
         self._diag_pub.publish(array)
 

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from segzero_model.answer import extract_thinking
+from segzero_model.reply import ANSWER_CLOSE
 
 QUEUED, REASONING, SEGMENTING = "queued", "reasoning", "segmenting"
-_ANSWER_CLOSE = re.compile(r"</answer>", re.IGNORECASE)
 _OPEN_TAG_AT_END = re.compile(r"<[^<>]*$")
 
 
@@ -55,7 +55,7 @@ class ReasoningStream:
         self._chunks.append(chunk)
         text = self.text
         stage_changed = False
-        if self._stage == REASONING and _ANSWER_CLOSE.search(text):
+        if self._stage == REASONING and ANSWER_CLOSE.search(text):
             self._stage, stage_changed = SEGMENTING, True
         now = self._clock()
         if (
