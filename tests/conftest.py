@@ -281,3 +281,17 @@ def count_embeddings(segmenter, monkeypatch) -> list:
 
     monkeypatch.setattr(segmenter._predictor, "set_image", counting_set_image)
     return calls
+
+
+def training_script_help(script: str) -> str:
+    """`python training/SCRIPT --help` as a user types it from the repository root: it must exit
+    0; returns what it printed."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, f"training/{script}", "--help"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout

@@ -7,13 +7,11 @@ masks give when scored directly with `segzero_model.metrics`.
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import training_script_help
 from PIL import Image
 
 from segzero_model.metrics import IoUAccumulator, intersection_and_union
@@ -247,11 +245,7 @@ def test_ground_truth_masks_and_scoring_rules():
 
 def test_help_lists_every_option_with_its_help():
     assert all(action.help for action in build_parser()._actions)
-    done = subprocess.run(
-        [sys.executable, "training/evaluate.py", "--help"],
-        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("usage: evaluate.py")
+    out = training_script_help("evaluate.py")
+    assert out.startswith("usage: evaluate.py")
     for option in ("--reasoning-model", "--dataset", "--output-dir", "--max-new-tokens", "--tiny"):
-        assert option in done.stdout, option
+        assert option in out, option

@@ -3,13 +3,11 @@
 import json
 import math
 import pickle
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import training_script_help
 from PIL import Image
 
 from segzero_model.targets import mask_to_target, parse_solution
@@ -269,11 +267,7 @@ def test_refcocog_annotations(tmp_path, capsys):
 
 def test_help_lists_every_option_with_its_help():
     assert all(action.help for action in build_parser()._actions)
-    done = subprocess.run(
-        [sys.executable, "training/prepare_data.py", "--help"],
-        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("usage: prepare_data.py")
+    out = training_script_help("prepare_data.py")
+    assert out.startswith("usage: prepare_data.py")
     for option in ("--folder", "--coco-images", "--refcoco", "--output", "--limit", "--seed"):
-        assert option in done.stdout, option
+        assert option in out, option

@@ -1,10 +1,7 @@
 """training/synthetic.py: rows in the released layout whose solution is the named shape's target."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
+from conftest import training_script_help
 
 from segzero_model.targets import parse_solution
 from segzero_training.prepare_data import COLUMNS, load_training_dataset
@@ -46,11 +43,7 @@ def test_the_command_writes_what_grpo_reads_and_keeps_an_existing_set(tmp_path, 
 
 def test_help_lists_every_option_with_its_help():
     assert all(action.help for action in build_parser()._actions)
-    done = subprocess.run(
-        [sys.executable, "training/synthetic.py", "--help"],
-        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("usage: synthetic.py")
+    out = training_script_help("synthetic.py")
+    assert out.startswith("usage: synthetic.py")
     for option in ("--output", "--rows", "--seed", "--overwrite"):
-        assert option in done.stdout, option
+        assert option in out, option
