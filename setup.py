@@ -37,9 +37,10 @@ setup(
         "qwen-vl-utils>=0.0.10",
         "sam2>=1.1.0",
         "huggingface-hub>=0.26",
+        "filelock>=3.12",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.6", "datasets>=3.0"],
+        "test": ["pytest>=8", "pytest-xdist>=3.6", "ruff>=0.6", "datasets>=3.0"],
         "training": [
             "datasets>=3.0",
             "pycocotools>=2.0.8",

@@ -127,10 +127,27 @@ def training_data_dir(tmp_path_factory):
     return path
 
 
+# The DDS domains of one test process: one per purpose, so that a node or launch a test file
+# leaves behind never meets the next file's, and none meets another xdist worker's or another
+# run's. Domain ids 1-100 are safe on Linux (their ports lie below the ephemeral range).
+DOMAIN_SLOTS = ("node_harness", "client", "ros2_cli", "namespaces", "launch_run", "launch_pytest")
+
+
+def ros_domain_id(purpose: str) -> int:
+    """The DDS domain (1-100) for `purpose` (one of DOMAIN_SLOTS) in this process: distinct for
+    every purpose and every xdist worker of one run (`scripts/test.sh` runs two), and offset by
+    the run's id (the pid without xdist), so two runs at once usually do not meet."""
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    seed = int(run_id[:8], 16) if run_id else os.getpid()
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
+    slot = worker * len(DOMAIN_SLOTS) + DOMAIN_SLOTS.index(purpose)
+    return 1 + (seed + slot) % 100
+
+
 def ros_process_env(domain_id: int, **extra: str) -> dict[str, str]:
-    """The environment for ROS processes a test starts: a DDS domain of the test's own (pick it
-    from the pid, so concurrent runs do not meet), discovery on localhost only, no hub access,
-    and the venv's executables (`ros2`, `segzero-query`) first on PATH."""
+    """The environment for ROS processes a test starts: a DDS domain of the test's own (see
+    ros_domain_id), discovery on localhost only, no hub access, and the venv's executables
+    (`ros2`, `segzero-query`) first on PATH."""
     return dict(
         os.environ,
         ROS_DOMAIN_ID=str(domain_id),

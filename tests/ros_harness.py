@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ros_importorskip, ros_process_env
+from conftest import ros_domain_id, ros_importorskip, ros_process_env
 
 msgs = ros_importorskip(
     "segzero_ros.msg", reason="generated messages: run under `source install/setup.bash`"
@@ -41,7 +40,7 @@ from segzero_ros.node import PerceptionNode  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 R = msgs.SegmentationResult
-DOMAIN_ID = str(1 + os.getpid() % 50)  # the --tiny child of test_main uses DOMAIN_ID + 50
+DOMAIN_ID = str(ros_domain_id("node_harness"))
 NODE_NAME = "segzero_perception"
 CAMERA = "/test_camera/image_raw"
 QUEUE_SIZE = 3

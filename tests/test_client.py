@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ros_importorskip
+from conftest import ros_domain_id, ros_importorskip
 
 from segzero_ros.client import split_ros_args
 
@@ -27,10 +27,9 @@ SCENE = ROOT / "segzero_model" / "assets" / "kitchen.png"
 
 
 def _env(tiny_cache) -> dict[str, str]:
-    # A domain of its own (test_node.py uses 1..100 keyed the same way, at other times).
     return dict(
         os.environ,
-        ROS_DOMAIN_ID=str(1 + (os.getpid() + 17) % 100),
+        ROS_DOMAIN_ID=str(ros_domain_id("client")),
         ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
         SEGZERO_CACHE=str(tiny_cache),
     )

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require_ros2_cli, ros_importorskip, ros_process_env
+from conftest import require_ros2_cli, ros_domain_id, ros_importorskip, ros_process_env
 
 require_ros2_cli()
 launch_pytest = ros_importorskip("launch_pytest", reason="the ROS 2 command-line wheels")
@@ -47,9 +47,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = ROOT / "segzero_model" / "assets" / "kitchen.png"
 QUERY = Path(sys.executable).parent / "segzero-query"
-# Other test files use domains 1-100; 215-232 are the other ids that are safe on Linux (their
-# DDS ports lie above the kernel's ephemeral range).
-DOMAIN_ID = 215 + os.getpid() % 18
+DOMAIN_ID = ros_domain_id("launch_pytest")
 EXECUTABLE = "segzero_perception"
 START_TIMEOUT = 180.0  # seconds for the tiny node to be active (~8 s on an idle machine)
 QUERY_TIMEOUT = 120.0  # seconds for segzero-query (a tiny query takes 1-8 s)

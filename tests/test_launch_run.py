@@ -9,14 +9,14 @@ import signal
 import subprocess
 
 import pytest
-from conftest import require_ros2_cli, ros_importorskip, ros_process_env
+from conftest import require_ros2_cli, ros_domain_id, ros_importorskip, ros_process_env
 
 ros_importorskip("segzero_ros.msg", reason="run under `source install/setup.bash`")
 ROS2 = require_ros2_cli()
 
 pytestmark = pytest.mark.slow
 
-DOMAIN_ID = 1 + (os.getpid() + 67) % 100
+DOMAIN_ID = ros_domain_id("launch_run")
 TIMEOUT = 120.0  # seconds; each case ends within ~5 s on an idle machine
 
 

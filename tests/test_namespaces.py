@@ -9,7 +9,6 @@ launch_pytest).
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import threading
 import time
@@ -19,6 +18,7 @@ import pytest
 from conftest import (
     OutputProcess,
     require_ros2_cli,
+    ros_domain_id,
     ros_importorskip,
     ros_process_env,
     stop_process_groups,
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = ROOT / "segzero_model" / "assets" / "kitchen.png"
-DOMAIN_ID = 1 + (os.getpid() + 59) % 100
+DOMAIN_ID = ros_domain_id("namespaces")
 SIDES = ("left", "right")
 START_TIMEOUT = 180.0  # seconds for both nodes to be active (~15 s on an idle 2-core machine)
 WAIT = 60.0

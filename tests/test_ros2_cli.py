@@ -11,7 +11,6 @@ process group killed, so nothing outlives the module.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import shlex
 import subprocess
@@ -22,7 +21,13 @@ from pathlib import Path
 import cv2
 import pytest
 import yaml
-from conftest import OutputProcess, require_ros2_cli, ros_importorskip, ros_process_env
+from conftest import (
+    OutputProcess,
+    require_ros2_cli,
+    ros_domain_id,
+    ros_importorskip,
+    ros_process_env,
+)
 
 msgs = ros_importorskip("segzero_ros.msg", reason="run under `source install/setup.bash`")
 ROS2 = require_ros2_cli()
@@ -49,7 +54,7 @@ README = ROOT / "README.md"
 DOCUMENTS = (README, ROOT / "docs" / "ros.md")  # where users read ros2 commands
 SCENE = ROOT / "segzero_model" / "assets" / "kitchen.png"
 FRAME_SIZE = (160, 120)  # width, height of the camera frames the probe publishes
-DOMAIN_ID = 1 + (os.getpid() + 41) % 100
+DOMAIN_ID = ros_domain_id("ros2_cli")
 CAMERA = "/cli_test/camera/image_raw"  # image_topic:=, so the default one stays silent
 QUEUE_SIZE = 5  # from the custom params_file (the default is 8)
 START_TIMEOUT = 180.0  # seconds for the launch to report the node active (7-9 s when idle)

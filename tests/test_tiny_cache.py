@@ -1,5 +1,7 @@
 """segzero_model.tiny.build_into_cache: a cache entry appears whole or not at all."""
 
+import time
+
 import pytest
 
 from segzero_model.tiny import build_into_cache
@@ -7,6 +9,11 @@ from segzero_model.tiny import build_into_cache
 
 def built(path):
     return (path / "done").is_file()
+
+
+def entries(folder):
+    """What a build left in the cache folder, besides its lock file (which stays, as locks do)."""
+    return sorted(p.name for p in folder.iterdir() if p.suffix != ".lock")
 
 
 def test_builds_once_into_place(tmp_path):
@@ -20,7 +27,7 @@ def test_builds_once_into_place(tmp_path):
     assert build_into_cache(target, build, built) == target and built(target)
     assert build_into_cache(target, build, built) == target
     assert len(calls) == 1 and calls[0].parent == target.parent and calls[0] != target
-    assert sorted(p.name for p in target.parent.iterdir()) == ["entry"]  # no staging left
+    assert entries(target.parent) == ["entry"]  # no staging left
 
 
 def test_an_interrupted_build_leaves_nothing(tmp_path):
@@ -30,7 +37,7 @@ def test_an_interrupted_build_leaves_nothing(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         build_into_cache(tmp_path / "entry", build, built)
-    assert list(tmp_path.iterdir()) == []
+    assert entries(tmp_path) == []
 
 
 def test_a_copy_finished_first_by_another_process_is_used(tmp_path):
@@ -43,7 +50,30 @@ def test_a_copy_finished_first_by_another_process_is_used(tmp_path):
         (target / "other").write_text("x")  # a non-empty target: our rename fails
 
     assert build_into_cache(target, build, built) == target
-    assert (target / "done").read_text() == "theirs" and len(list(tmp_path.iterdir())) == 1
+    assert (target / "done").read_text() == "theirs" and entries(tmp_path) == ["entry"]
+
+
+def test_a_second_process_waits_for_the_first_build_instead_of_building_again(tmp_path):
+    """Two builders of one entry at once (two test workers, two nodes started with --tiny):
+    the second waits on the lock and uses the first one's copy."""
+    import threading
+
+    target = tmp_path / "entry"
+    calls, first_started = [], threading.Event()
+
+    def build(directory):
+        calls.append(directory)
+        first_started.set()
+        time.sleep(1.0)  # the second caller arrives meanwhile; without the lock it builds too
+        (directory / "done").write_text("x")
+
+    first = threading.Thread(target=build_into_cache, args=(target, build, built))
+    first.start()
+    assert first_started.wait(30)
+    assert build_into_cache(target, build, built) == target
+    first.join(30)
+    assert len(calls) == 1 and built(target)
+    assert entries(tmp_path) == ["entry"]
 
 
 def test_the_fingerprint_hashes_the_builders_in_the_tiny_package(tmp_path, monkeypatch):

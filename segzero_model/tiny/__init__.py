@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from filelock import FileLock
+
 logger = logging.getLogger(__name__)
 
 TINY_WARNING = (
@@ -84,21 +86,26 @@ def build_into_cache(
     target: Path, build: Callable[[Path], object], built: Callable[[Path], bool]
 ) -> Path:
     """`build(directory)` into a temporary sibling of `target`, renamed into place when done, so
-    an interrupted build is never mistaken for a finished one; when another process finished
-    first (`built(target)`), its copy is used."""
+    an interrupted build is never mistaken for a finished one. A lock file beside it makes a
+    second process (two nodes started with --tiny, two test workers) wait for the first build
+    instead of building the same thing again; when another process finished first
+    (`built(target)`), its copy is used."""
     if built(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=target.parent))
-    try:
-        build(staging)
+    with FileLock(target.parent / f"{target.name}.lock"):
+        if built(target):
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=target.parent))
         try:
-            staging.rename(target)
-        except OSError:
-            if not built(target):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            build(staging)
+            try:
+                staging.rename(target)
+            except OSError:
+                if not built(target):
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
