@@ -293,6 +293,11 @@ class Segmenter:
         logger.info("loaded SAM2 %s on %s in %.1f s", model_id, device, time.perf_counter() - start)
         return cls(model, device=device, model_id=model_id)
 
+    @property
+    def model(self):
+        """The SAM2Base model (what a StreamingTracker on the same weights is built on)."""
+        return self._open_predictor().model
+
     def set_image(self, image: np.ndarray, key: Hashable | None = None) -> bool:
         """Embed `image` (HxWx3 uint8 RGB) unless it is the image embedded last.
 
