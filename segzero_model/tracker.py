@@ -254,8 +254,8 @@ class StreamingTracker:
         pixels /= torch.tensor(_IMAGE_STD, dtype=torch.float32)[:, None, None]
         with self._inference():
             backbone = self.model.forward_image(pixels.to(self.device).float().unsqueeze(0))
-            _, vision_feats, vision_pos_embeds, feat_sizes = (
-                self.model._prepare_backbone_features(backbone)
+            _, vision_feats, vision_pos_embeds, feat_sizes = self.model._prepare_backbone_features(
+                backbone
             )
         return _Features(vision_feats, vision_pos_embeds, feat_sizes, height, width)
 
