@@ -6,7 +6,7 @@
 - `query_overhead_ms`: time from publishing a std_msgs/String query to receiving its
   SegmentationResult, minus the pipeline's own time (the result's `total` timing). It covers
   DDS both ways, the executor, the queue hand-off, the camera frame's conversion and building
-  the result message. The node runs as its own process (`python -m segzero_ros.node`, as
+  the result message. The node runs as its own process (`python -m segzero_ros.main`, as
   deployed) while this process streams camera frames to it (`--camera-hz`, 640x480 rgb8 by
   default) and sends the queries one at a time, over real DDS (localhost, a domain of its own).
 - `camera_callback_us`: the camera subscription callback itself, per 1920x1080 bgr8 frame,
@@ -124,7 +124,7 @@ def main() -> int:
         "max_image_age": 0.0,
         "image_topic": "/bench/image",
     }
-    command = [sys.executable, "-m", "segzero_ros.node", "--ros-args"]
+    command = [sys.executable, "-m", "segzero_ros.main", "--ros-args"]
     for name, value in node_args.items():
         command += ["-p", f"{name}:={value}"]
     log = tempfile.NamedTemporaryFile("w+", prefix="segzero-bench-node-", suffix=".log")
