@@ -131,6 +131,44 @@ class UnmatchedPublishers:
         return confirmed, worth_saying
 
 
+class RateMeter:
+    """Events per second over the last `window` seconds (0 when fewer than two fall in it);
+    thread-safe: `tick` from one thread, `rate` from another."""
+
+    def __init__(self, window: float = 2.0):
+        if window <= 0:
+            raise ValueError(f"window must be positive, got {window}")
+        self.window = window
+        self._lock = threading.Lock()
+        self._times: collections.deque[float] = collections.deque()
+
+    def tick(self, now: float) -> None:
+        with self._lock:
+            self._times.append(now)
+            self._prune(now)
+
+    def rate(self, now: float) -> float:
+        with self._lock:
+            self._prune(now)
+            if len(self._times) < 2 or self._times[-1] <= self._times[0]:
+                return 0.0
+            return (len(self._times) - 1) / (self._times[-1] - self._times[0])
+
+    def _prune(self, now: float) -> None:
+        while self._times and self._times[0] < now - self.window:
+            self._times.popleft()
+
+
+@dataclass(frozen=True)
+class TrackingSnapshot:
+    """The tracking loop's side of a diagnostics message."""
+
+    tracks_active: int = 0
+    frames_tracked: int = 0  # camera frames tracked since the node started
+    frames_skipped: int = 0  # camera frames received while tracking that were never tracked
+    rate: float = 0.0  # frames tracked per second, recently
+
+
 @dataclass(frozen=True)
 class NodeState:
     """The node's side of a diagnostics message, gathered by the node at each period."""
@@ -147,6 +185,7 @@ class NodeState:
     busy: bool
     frames_received: int
     frame_age: float | None  # seconds; None before the first frame
+    tracking: TrackingSnapshot = TrackingSnapshot()
 
 
 def status_values(
@@ -178,6 +217,10 @@ def status_values(
         "latency_window": snapshot.window,
         "frames_received": state.frames_received,
         "frame_age_s": _seconds(state.frame_age),
+        "tracks_active": state.tracking.tracks_active,
+        "frames_tracked": state.tracking.frames_tracked,
+        "frames_skipped": state.tracking.frames_skipped,
+        "tracking_rate_hz": f"{state.tracking.rate:.2f}",
         "unmatched_publishers": ", ".join(f"{topic}: {n}" for topic, n in unmatched),
     }
     return level, message, {key: _text(value) for key, value in values.items()}

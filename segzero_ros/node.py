@@ -4,8 +4,9 @@ for callers that want feedback and cancellation. See docs/ros.md for the interfa
 
 This module is the lifecycle and the wiring. The rooms around it: `main` (the console script),
 `goals` (the Segment action's goal flow), `diagnostics` (counters, health, /diagnostics),
-`inputs` (frames and requests), `worker` (one thread serving jobs in order), `convert`
-(messages <-> numpy), `params` (the one parameter table).
+`inputs` (frames and requests), `worker` (one thread serving jobs in order), `tracking` (the
+answered objects followed on later frames, and its device lock), `convert` (messages <->
+numpy), `params` (the one parameter table).
 
 Threading: subscription and action callbacks only store the newest camera message or queue a
 job; ONE worker thread answers the jobs in order, each on the newest frame at the time it is
@@ -59,6 +60,7 @@ from segzero_ros.diagnostics import NodeState, Stats, UnmatchedPublishers, diagn
 from segzero_ros.goals import SegmentGoals
 from segzero_ros.inputs import Frame, Request, frame_age, frame_key
 from segzero_ros.msg import SegmentationResult as ResultMsg
+from segzero_ros.msg import TrackingState
 from segzero_ros.params import (
     NODE_NAME,
     PARAMS,
@@ -66,6 +68,7 @@ from segzero_ros.params import (
     PerceptionParams,
     check_value,
 )
+from segzero_ros.tracking import TRACKING_MASK_QOS, TRACKING_STATE_QOS, Tracking
 from segzero_ros.worker import CANCELLED, DROPPED, ERROR, Job, Worker
 
 RESULT_QOS = QoSProfile(
@@ -158,6 +161,14 @@ class PerceptionNode(LifecycleNode):
             accepting=lambda: self._active,
             error_result=lambda request, reason: self._error(request, ResultMsg.ERROR, reason),
         )
+        self.tracking = Tracking(
+            self,
+            frame=lambda: self._frame,
+            busy=lambda: self.worker is not None and (self.worker.busy or self.worker.depth > 0),
+            publisher=lambda name: self._pubs.get(name),
+            submit=self._submit,
+            next_query_id=lambda: f"q{next(self._query_seq)}",
+        )
         self._frame: Frame | None = None
         self._frame_seq = itertools.count(1)
         self._query_seq = itertools.count(1)
@@ -235,6 +246,10 @@ class PerceptionNode(LifecycleNode):
             "mask": self._publisher(Image, p.mask_topic, IMAGE_OUT_QOS),
             "reasoning": self._publisher(String, p.reasoning_topic, RESULT_QOS),
             "overlay": self._publisher(Image, p.overlay_topic, IMAGE_OUT_QOS),
+            "tracking_mask": self._publisher(Image, p.tracking_mask_topic, TRACKING_MASK_QOS),
+            "tracking_state": self._publisher(
+                TrackingState, p.tracking_state_topic, TRACKING_STATE_QOS
+            ),
         }
         self.worker = Worker(self._serve, self._failure, p.queue_size)
         self.worker.start(accept=False)  # jobs are accepted once active
@@ -274,6 +289,7 @@ class PerceptionNode(LifecycleNode):
         )
         self._subs = [camera, query]
         self.goals.start(p.action_name, self._action_group)
+        self.tracking.start(p.stop_tracking_service)
         self.get_logger().info(
             f"active: {p.reasoning_model} + {p.segmentation_model} on {self.device}; "
             f"queries on {self.resolve_topic_name(p.query_topic)}, "
@@ -340,6 +356,7 @@ class PerceptionNode(LifecycleNode):
         self._subs = []
         if self.worker is not None and not self.worker.drain(reason, DEACTIVATE_TIMEOUT):
             self.get_logger().warning("the running query did not stop in time")
+        self.tracking.stop()  # every track ends, the tracker's memory is freed
         self.goals.stop()
         self._frame = None  # frames from before deactivation are stale by the time we resume
         pipeline, self.pipeline = self.pipeline, None
@@ -383,6 +400,7 @@ class PerceptionNode(LifecycleNode):
     def _image_cb(self, msg) -> None:
         """Keep the newest frame; everything else happens when a query takes it."""
         self._frame = Frame(msg, next(self._frame_seq), self.get_clock().now().nanoseconds)
+        self.tracking.frame_arrived()
 
     def _query_cb(self, msg: String) -> None:
         self._submit(Request(query=msg.data, query_id=f"q{next(self._query_seq)}"))
@@ -437,14 +455,17 @@ class PerceptionNode(LifecycleNode):
         except ImageConversionError as error:
             return self._error(request, ResultMsg.INVALID_IMAGE, str(error), header)
 
-        result = pipeline.segment(
-            rgb,
-            request.query,
-            image_key=key,
-            on_text=self.goals.streamer(request),
-            cancel=job.cancel,
-        )
+        with self.tracking.device_lock:  # tracking pauses while a query is served
+            result = pipeline.segment(
+                rgb,
+                request.query,
+                image_key=key,
+                on_text=self.goals.streamer(request),
+                cancel=job.cancel,
+            )
+            track_id = self.tracking.seed(request, rgb, result)
         msg = result_to_msg(result, header, request.query_id)
+        msg.track_id = track_id
         request.parts = (result, rgb)
         if request.goal_handle is not None:
             self.goals.segmenting(request, msg.reasoning)
@@ -520,6 +541,7 @@ class PerceptionNode(LifecycleNode):
             busy=worker.busy if worker is not None else False,
             frames_received=frame.seq if frame is not None else 0,
             frame_age=frame_age(frame, now.nanoseconds) if frame is not None else None,
+            tracking=self.tracking.snapshot(),
         )
         array = diagnostic_array(
             f"{self.get_name()}: Seg-Zero perception",

@@ -148,6 +148,66 @@ class PerceptionParams:
     diagnostics_period: float = _param(
         1.0, "Seconds between /diagnostics messages.", read_only=True, minimum=0.001
     )
+    track: bool = _param(
+        True,
+        "Follow the object of every OK answer on the following camera frames (SAM2 video "
+        "memory, no reasoning) until it is lost or stopped. An action goal's track field "
+        "overrides it. Changeable at runtime (applies to the next answer).",
+    )
+    max_tracking_rate: float = _param(
+        0.0,
+        "Hz: most camera frames tracked per second; 0 tracks each newest frame as fast as frames "
+        "come and tracking keeps up (it never queues frames: a slower tracker skips to the "
+        "newest). A cap leaves the device idle between frames for other work. Changeable at "
+        "runtime.",
+        minimum=0.0,
+    )
+    max_tracked_objects: int = _param(
+        4,
+        "Tracks followed at once (each costs its own memory step per frame); a new one beyond "
+        "it ends the oldest. A new answer to a tracked query replaces that query's track. "
+        "Changeable at runtime (applies to the next answer).",
+        minimum=1,
+    )
+    lost_score: float = _param(
+        0.5,
+        "A tracked frame counts as missed when SAM2's object presence probability is below "
+        "this (0..1). Changeable at runtime.",
+        minimum=0.0,
+    )
+    lost_min_area: int = _param(
+        16,
+        "A tracked frame counts as missed when the object's mask has fewer pixels than this. "
+        "Changeable at runtime.",
+        minimum=0,
+    )
+    lost_frames: int = _param(
+        5,
+        "Missed frames in a row after which a track is reported LOST (once) and ended. "
+        "Changeable at runtime.",
+        minimum=1,
+    )
+    requery_on_loss: bool = _param(
+        False,
+        "When a track is lost, ask its query again (a normal query, reasoning included); an OK "
+        "answer starts a new track. Changeable at runtime.",
+    )
+    tracking_mask_topic: str = _param(
+        "segzero/tracking/mask",
+        "Union of the tracked objects' masks on every tracked frame (sensor_msgs/Image, mono8, "
+        "camera resolution, the frame's header).",
+        read_only=True,
+    )
+    tracking_state_topic: str = _param(
+        "segzero/tracking/state",
+        "The tracked objects on every tracked frame (segzero_ros/TrackingState).",
+        read_only=True,
+    )
+    stop_tracking_service: str = _param(
+        "segzero/stop_tracking",
+        "Service that stops one track or all (segzero_ros/srv/StopTracking).",
+        read_only=True,
+    )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, partial: bool = True) -> PerceptionParams:
@@ -235,9 +295,11 @@ def check_value(name: str, value: Any) -> Any:
         raise ParamsError(f"parameter {name!r} must be at least {param.minimum}, got {value!r}")
     if name == "device" and not _DEVICE.fullmatch(value):
         raise ParamsError(f"parameter 'device' must be one of {param.choices}, got {value!r}")
+    if name == "lost_score" and value > 1.0:
+        raise ParamsError(f"parameter 'lost_score' must be at most 1.0, got {value!r}")
     if name == "dtype" and value not in _DTYPES:
         raise ParamsError(f"parameter 'dtype' must be one of {param.choices}, got {value!r}")
-    if name.endswith(("_topic", "_name")) and not value.strip():
+    if name.endswith(("_topic", "_name", "_service")) and not value.strip():
         raise ParamsError(f"parameter {name!r} must not be empty")
     return value
 

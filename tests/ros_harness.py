@@ -59,6 +59,7 @@ NODE_OVERRIDES = {
     "max_image_age": 0.0,  # frames are published once; the stale tests turn it on
     "queue_size": QUEUE_SIZE,
     "diagnostics_period": 0.2,
+    "track": False,  # answers start no track unless a test asks (tests/test_node_tracking.py)
 }
 
 
@@ -265,6 +266,9 @@ class Harness:
         if pipeline is not None and "segment" in vars(pipeline):
             del pipeline.segment
             problems.append("pipeline.segment wrapped")
+        if self.node.tracking.track_ids:
+            problems.append(f"tracks left: {self.node.tracking.track_ids}")
+            self.node.tracking.stop_tracks()
         if self.node.worker is None:
             problems.append("unconfigured")
             assert self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS

@@ -7,7 +7,9 @@ import pytest
 
 from segzero_ros.diagnostics import (
     NodeState,
+    RateMeter,
     Stats,
+    TrackingSnapshot,
     UnmatchedPublishers,
     diagnostic_array,
     health,
@@ -112,6 +114,7 @@ def node_state(**changes) -> NodeState:
         busy=True,
         frames_received=41,
         frame_age=0.25,
+        tracking=TrackingSnapshot(tracks_active=2, frames_tracked=30, frames_skipped=4, rate=14.5),
     )
     values.update(changes)
     return NodeState(**values)
@@ -143,6 +146,10 @@ def test_status_values_name_every_field_as_text():
         "latency_window": "1",
         "frames_received": "41",
         "frame_age_s": "0.2500",
+        "tracks_active": "2",
+        "frames_tracked": "30",
+        "frames_skipped": "4",
+        "tracking_rate_hz": "14.50",
         "unmatched_publishers": "",
     }
 
@@ -174,3 +181,24 @@ def test_diagnostic_array_carries_level_name_and_stamp():
     assert status.level == DiagnosticStatus.OK and status.name == "n: Seg-Zero"
     assert status.hardware_id == "cpu" and array.header.stamp.sec == 7
     assert {kv.key: kv.value for kv in status.values}["queue_size"] == "8"
+
+
+def test_rate_meter_counts_recent_events_only():
+    meter = RateMeter(window=2.0)
+    assert meter.rate(0.0) == 0.0
+    for i in range(11):  # 10 Hz for one second
+        meter.tick(10.0 + i * 0.1)
+    assert meter.rate(11.0) == pytest.approx(10.0)
+    assert meter.rate(12.5) == pytest.approx(10.0)  # events from 10.5 s on: still 10 Hz
+    assert meter.rate(13.5) == 0.0  # nothing tracked in the last 2 s
+    with pytest.raises(ValueError, match="window"):
+        RateMeter(window=0)
+
+
+def test_tracking_values_default_to_none_tracked():
+    _, _, values = status_values(node_state(tracking=TrackingSnapshot()), Stats().snapshot(), [])
+    assert (values["tracks_active"], values["frames_skipped"], values["tracking_rate_hz"]) == (
+        "0",
+        "0",
+        "0.00",
+    )

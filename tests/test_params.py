@@ -39,10 +39,17 @@ def test_defaults_match_the_brief():
     assert (p.publish_overlay, p.queue_size, p.autostart) == (True, 8, True)
     assert p.diagnostics_period == 1.0
     assert p.action_name == "segzero/segment" and p.query_topic == "segzero/query"
+    assert (p.track, p.max_tracking_rate, p.max_tracked_objects) == (True, 0.0, 4)
+    assert (p.lost_score, p.lost_min_area, p.lost_frames, p.requery_on_loss) == (0.5, 16, 5, False)
+    assert (p.tracking_mask_topic, p.tracking_state_topic, p.stop_tracking_service) == (
+        "segzero/tracking/mask",
+        "segzero/tracking/state",
+        "segzero/stop_tracking",
+    )
 
 
 def test_table_rows_are_complete():
-    assert len(PARAMS) == len(set(PARAM_NAMES)) == 18
+    assert len(PARAMS) == len(set(PARAM_NAMES)) == 28
     for param in PARAMS:
         assert param.type in (str, int, float, bool)
         assert isinstance(param.default, param.type), param.name
@@ -51,6 +58,8 @@ def test_table_rows_are_complete():
     read_only = {p.name for p in PARAMS if p.read_only}
     assert {"queue_size", "autostart", "query_topic", "action_name"} <= read_only
     assert not read_only & {"max_image_age", "publish_overlay", "reasoning_model"}
+    assert {"tracking_mask_topic", "tracking_state_topic", "stop_tracking_service"} <= read_only
+    assert not read_only & {"track", "lost_score", "lost_frames", "max_tracking_rate"}
 
 
 def test_config_file_is_the_rendered_table():
@@ -130,6 +139,10 @@ def test_ros_builtin_parameters_are_allowed():
         ("device: gpu", "'device' must be one of"),
         ("dtype: half", "'dtype' must be one of"),
         ('query_topic: " "', "must not be empty"),
+        ("lost_score: 1.5", "'lost_score' must be at most 1.0"),
+        ("lost_frames: 0", "at least 1"),
+        ("max_tracked_objects: 0", "at least 1"),
+        ('stop_tracking_service: ""', "must not be empty"),
     ],
 )
 def test_bad_values(body, message):

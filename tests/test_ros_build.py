@@ -165,6 +165,7 @@ def test_segmentation_result_constants_and_fields():
             "score": "float",
             "timings": "sequence<segzero_ros/StageTiming>",
             "generated_tokens": "uint32",
+            "track_id": "uint32",
         }, fields
         print("ok")
         """
@@ -181,7 +182,8 @@ def test_segment_action_types():
         goal = Segment.Goal(query="the red cup")
         assert goal.image.height == 0  # height 0: use the latest camera frame
         assert Segment.Goal.get_fields_and_field_types() == {
-            "query": "string", "image": "sensor_msgs/Image"}
+            "query": "string", "image": "sensor_msgs/Image", "track": "uint8"}
+        assert goal.track == Segment.Goal.TRACK_DEFAULT == 0  # default: the node's `track`
         assert Segment.Result.get_fields_and_field_types() == {
             "result": "segzero_ros/SegmentationResult"}
         assert isinstance(Segment.Result().result, SegmentationResult)
