@@ -57,3 +57,41 @@ def test_real_size_architectures_have_the_released_parameter_counts(tiny_qwen_di
         model = AutoModelForImageTextToText.from_config(real_size_config(arch, tiny_qwen_dir))
     unique = {id(p): p.numel() for p in model.parameters()}
     assert sum(unique.values()) / 1e9 == pytest.approx(billions, rel=0.01)
+
+
+def test_tracking_benchmark_prints_latency_ratio_and_flat_memory(tiny_cache):
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "tracking.py"),
+            "--frames",
+            "20",
+            "--pipeline-frames",
+            "1",
+            "--width",
+            "160",
+            "--height",
+            "120",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"SEGZERO_CACHE": str(tiny_cache), "PATH": "/usr/bin:/bin"},
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+    assert report["tracked_frames"] == 20 and report["image"] == "160x120"
+    for key in (
+        "pipeline_ms_median",
+        "track_ms_median",
+        "track_ms_p95",
+        "track_to_pipeline_ratio",
+        "tracking_fps",
+        "rss_mib_at_checkpoint",
+        "rss_mib_at_last_frame",
+    ):
+        assert report[key] > 0, key
+    assert "rss_growth_mib" in report and report["rss_checkpoint_frame"] == 20
+    # 20 frames pass the tiny model's window: the stored frames stop at 1 + keep_frames.
+    assert report["stored_frames_per_track_last"] == report["keep_frames"] + 1
+    assert report["stored_frames_per_track_max"] == report["keep_frames"] + 1

@@ -176,3 +176,130 @@ def test_console_script_end_to_end(tiny_cache, tmp_path):
     )
     assert completed.returncode == 0, completed.stderr
     assert (tmp_path / "o.png").is_file() and (tmp_path / "r.json").is_file()
+
+
+# -- segzero track ----------------------------------------------------------------------------
+
+CLIP_FRAMES, CLIP_SIZE = 12, (160, 120)  # frames, (width, height)
+
+
+def moving_square(index: int) -> np.ndarray:
+    """BGR (as cv2 writes it): a red square moving right over a fixed noise background."""
+    width, height = CLIP_SIZE
+    image = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    image[40:80, 20 + 3 * index : 60 + 3 * index] = (40, 40, 255)
+    return image
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """The clip as an mp4 at 10 fps and as a folder of JPEGs."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("clip")
+    video = cv2.VideoWriter(
+        str(root / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, CLIP_SIZE
+    )
+    (root / "frames").mkdir()
+    for index in range(CLIP_FRAMES):
+        video.write(moving_square(index))
+        cv2.imwrite(str(root / "frames" / f"frame{index:02d}.jpg"), moving_square(index))
+    video.release()
+    return root / "clip.mp4", root / "frames"
+
+
+def track(*args: str) -> int:
+    return main(["track", "--query", "the red cup", "--device", "cpu", *args])
+
+
+def test_track_a_video_writes_one_line_and_one_overlay_frame_per_frame(
+    tiny_env, clip, tmp_path, capsys
+):
+    import cv2
+
+    video, _ = clip
+    code = track("--tiny", "--video", str(video), "--output", str(tmp_path))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "MEANINGLESS" in captured.err
+    assert "status:    ok" in captured.out
+    assert f"frames:    {CLIP_FRAMES} read" in captured.out
+    assert "ms per frame" in captured.out
+    lines = [json.loads(line) for line in (tmp_path / "frames.jsonl").read_text().splitlines()]
+    assert [line["frame"] for line in lines] == list(range(CLIP_FRAMES))
+    for line in lines:
+        assert {"frame", "state", "box", "score", "area", "track_ms"} <= line.keys()
+        assert line["state"] in ("TRACKING", "LOST", "NOT_TRACKED")
+    assert lines[0]["state"] == "TRACKING" and lines[0]["query"] == "the red cup"
+    assert {"status", "bbox", "points", "reasoning"} <= lines[0]["result"].keys()
+    assert lines[1]["track_ms"] > 0 and lines[0]["track_ms"] is None
+    capture = cv2.VideoCapture(str(tmp_path / "overlay.mp4"))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0)
+    read = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        assert frame.shape == (CLIP_SIZE[1], CLIP_SIZE[0], 3)
+        read += 1
+    assert read == CLIP_FRAMES
+
+
+def test_track_a_folder_until_lost_writes_png_overlays(tiny_env, clip, tmp_path, capsys):
+    _, folder = clip
+    code = track(
+        "--tiny",
+        "--frames",
+        str(folder),
+        "--output",
+        str(tmp_path),
+        "--max-frames",
+        "6",
+        "--lost-score",
+        "1",
+        "--lost-frames",
+        "2",
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "LOST at frame 2 (object score below 1 for 2 frames)" in out
+    states = [json.loads(line)["state"] for line in (tmp_path / "frames.jsonl").open()]
+    assert states == ["TRACKING", "TRACKING", "LOST", "NOT_TRACKED", "NOT_TRACKED", "NOT_TRACKED"]
+    overlays = sorted((tmp_path / "overlay").glob("*.png"))
+    assert len(overlays) == 6 and load_image(overlays[0]).shape == (120, 160, 3)
+
+
+def test_track_a_failed_first_answer_exits_1(tiny_env, clip, tmp_path, capsys):
+    video, _ = clip
+    code = main(
+        ["track", "--tiny", "--video", str(video), "--query", " ", "--output", str(tmp_path)]
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "status:    invalid_query (query is empty)" in out and "not tracked" in out
+    (line,) = (tmp_path / "frames.jsonl").read_text().splitlines()
+    assert json.loads(line)["result"]["status"] == "invalid_query"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--video", "{tmp}/none.mp4"], "video not found: {tmp}/none.mp4"),
+        (["--video", "{tmp}/junk.mp4"], "cannot read video {tmp}/junk.mp4"),
+        (["--frames", "{tmp}/none"], "frames folder not found: {tmp}/none"),
+        (["--frames", "{tmp}/empty"], "frames folder {tmp}/empty holds no .jpg/.jpeg/.png"),
+        (["--video", "{tmp}/junk.mp4", "--frames", "{tmp}/empty"], "not both"),
+        ([], "give the clip to track: --video FILE or --frames DIR"),
+        (["--frames", "{tmp}/empty", "--lost-score", "2"], "--lost-score must be in [0, 1]"),
+        (["--frames", "{tmp}/empty", "--max-frames", "0"], "--max-frames must be at least 1"),
+    ],
+)
+def test_track_bad_input_exits_2_with_one_clear_line(tmp_path, capsys, args, message):
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    (tmp_path / "empty").mkdir()
+    code = track(*(arg.format(tmp=tmp_path) for arg in args))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("segzero: error: ") and err.count("\n") == 1, err
+    assert message.format(tmp=tmp_path) in err
+    assert "Traceback" not in err
