@@ -130,7 +130,15 @@ def training_data_dir(tmp_path_factory):
 # The DDS domains of one test process: one per purpose, so that a node or launch a test file
 # leaves behind never meets the next file's, and none meets another xdist worker's or another
 # run's. Domain ids 1-100 are safe on Linux (their ports lie below the ephemeral range).
-DOMAIN_SLOTS = ("node_harness", "client", "ros2_cli", "namespaces", "launch_run", "launch_pytest")
+DOMAIN_SLOTS = (
+    "node_harness",
+    "client",
+    "ros2_cli",
+    "namespaces",
+    "launch_run",
+    "launch_pytest",
+    "dds_profile",
+)
 
 
 def ros_domain_id(purpose: str) -> int:
