@@ -73,6 +73,8 @@ README_COMMANDS = {
     "echo": "ros2 topic echo /segzero/result --field status_name",
     "goal": "ros2 action send_goal --feedback /segzero/segment segzero_ros/action/Segment "
     "\"{query: 'the red cup'}\"",
+    "tracking": "ros2 topic echo --once /segzero/tracking/state",
+    "stop": 'ros2 service call /segzero/stop_tracking segzero_ros/srv/StopTracking "{track_id: 0}"',
     "describe": "ros2 param describe /segzero_perception queue_size",
     "state": "ros2 lifecycle get /segzero_perception",
     "deactivate": "ros2 lifecycle set /segzero_perception deactivate",
@@ -257,6 +259,23 @@ def test_readme_topic_query_and_echo(launched):
     (result,) = launched.probe.results
     assert (result.query, result.status_name) == (QUERY_TEXT, "OK"), result
     assert result.header.frame_id == "cli_test"  # the probe's camera frame
+
+
+def test_readme_tracking_state_and_stop(launched):
+    """The first query's OK answer started a track (`track` is true by default): its state
+    comes on every tracked camera frame until the stop service ends every track."""
+    completed = run_command("tracking")
+    assert completed.returncode == 0, completed.stderr
+    assert f"query: {QUERY_TEXT}" in completed.stdout, completed.stdout
+    assert "state_name: TRACKING" in completed.stdout, completed.stdout
+    assert "frame_id: cli_test" in completed.stdout  # the tracked camera frame's header
+    completed = run_command("stop")
+    assert completed.returncode == 0, completed.stderr
+    assert "success=True" in completed.stdout and "stopped_ids=[" in completed.stdout, (
+        completed.stdout
+    )
+    again = run_command("stop")  # nothing left to stop: still a success, no ids
+    assert "success=True" in again.stdout and "stopped_ids=[]" in again.stdout, again.stdout
 
 
 def test_readme_action_goal(launched):
