@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     seconds = tracked["seconds"]
     track_ms = statistics.median(seconds) * 1000
     pipeline_ms = statistics.median(pipeline_seconds) * 1000
+    tenth = max(1, len(seconds) // 10)
     checkpoint = min(RSS_CHECKPOINT, args.frames)
     rss_early, cuda_early = tracked["memory"][checkpoint]
     rss_last, cuda_last = tracked["memory"][args.frames]
@@ -208,6 +209,9 @@ def main(argv: list[str] | None = None) -> None:
         "track_ms_p95": round(float(np.percentile(seconds, 95)) * 1000, 2),
         "track_to_pipeline_ratio": round(track_ms / pipeline_ms, 4),
         "tracking_fps": round(len(seconds) / sum(seconds), 2),
+        # Per-frame time over the run: the first and the last tenth of the frames.
+        "track_ms_median_first_tenth": round(statistics.median(seconds[:tenth]) * 1000, 2),
+        "track_ms_median_last_tenth": round(statistics.median(seconds[-tenth:]) * 1000, 2),
         "keep_frames": tracked["keep_frames"],
         "stored_frames_per_track_max": max(tracked["stored"]),
         "stored_frames_per_track_last": tracked["stored"][-1],

@@ -87,6 +87,8 @@ def test_tracking_benchmark_prints_latency_ratio_and_flat_memory(tiny_cache):
         "track_ms_p95",
         "track_to_pipeline_ratio",
         "tracking_fps",
+        "track_ms_median_first_tenth",
+        "track_ms_median_last_tenth",
         "rss_mib_at_checkpoint",
         "rss_mib_at_last_frame",
     ):
