@@ -54,6 +54,7 @@ class NodeProcess:
             "max_new_tokens": 96,
             "max_image_age": 0.0,
             "image_topic": "/bench/image",
+            "lost_score": 0.0,  # the tiny SAM2's scores hover near 0.5: no loss, a rate to measure
             **params,
         }
         command = [sys.executable, "-m", "segzero_ros.main", "--ros-args"]

@@ -176,7 +176,11 @@ def launched(tiny_cache, tmp_path_factory):
     """`ros2 launch ... tiny:=true image_topic:=CAMERA params_file:=<queue_size QUEUE_SIZE>`,
     active, with the daemon knowing the node, and the Probe publishing camera frames."""
     params_file = tmp_path_factory.mktemp("cli") / "custom_perception.yaml"
-    custom = dataclasses.replace(PerceptionParams(), queue_size=QUEUE_SIZE, device="cpu")
+    # lost_score 0: the tiny SAM2's object scores hover near the default 0.5 (its masks are
+    # noise), so the README's tracking commands would race a LOST track.
+    custom = dataclasses.replace(
+        PerceptionParams(), queue_size=QUEUE_SIZE, device="cpu", lost_score=0.0
+    )
     params_file.write_text(render_params_yaml(custom), encoding="utf-8")
     launch = OutputProcess(
         [
