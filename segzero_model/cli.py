@@ -1,7 +1,9 @@
 """The `segzero` command: `infer` segments one image from a text query; `track` answers a query
 on a video's first frame and follows the object through the rest; `make-tiny` writes the tiny
-offline checkpoints. Exit codes: 0 success, 1 the query failed (see status), 2 bad arguments,
-a missing or unreadable image or video, or a model that cannot be found."""
+offline checkpoints. `infer --depth` adds the object's 3D position and size from a depth image.
+Exit codes: 0 success, 1 the query failed (see status), 2 bad arguments, a missing or
+unreadable image, video or depth file, or a model that cannot be found. A depth problem found
+after the answer (no valid depth under the mask, ...) is a status line, never a failure."""
 
 from __future__ import annotations
 
@@ -9,8 +11,18 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from segzero_model.depth import (
+    DepthError,
+    Intrinsics,
+    ObjectGeometry,
+    depth_to_metres,
+    locate_object,
+)
 from segzero_model.device import DeviceUnavailableError
 from segzero_model.errors import ImageLoadError, ModelNotFoundError
 from segzero_model.pipeline import DEFAULT_REASONING_MODEL, DEFAULT_SEGMENTATION_MODEL
@@ -30,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(infer)
     infer.add_argument("--output", type=Path, help="write a PNG overlay (mask, box, points)")
     infer.add_argument("--json", type=Path, help="write the result as JSON")
+    _add_depth_options(infer)
     _add_tiny_option(infer)
 
     track = commands.add_parser(
@@ -93,6 +106,28 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=1024)
 
 
+def _add_depth_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--depth",
+        type=Path,
+        metavar="FILE",
+        help="depth aligned to the image: 16-bit PNG (units, see --depth-scale) or .npy of float "
+        "metres; adds the object's 3D position and size (camera optical frame)",
+    )
+    parser.add_argument(
+        "--intrinsics",
+        metavar="FX,FY,CX,CY",
+        help="pinhole intrinsics of the colour image, in its pixels (needed with --depth)",
+    )
+    parser.add_argument(
+        "--depth-scale",
+        type=float,
+        default=0.001,
+        metavar="S",
+        help="metres per 16-bit depth unit (default 0.001: millimetres)",
+    )
+
+
 def _add_tiny_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tiny",
@@ -129,6 +164,12 @@ def _infer(args) -> int:
         image = load_image(args.image)
     except ImageLoadError as error:
         return _usage_error(str(error))
+    depth_input = None
+    if args.depth is not None or args.intrinsics is not None:
+        try:
+            depth_input = _read_depth_input(args, width=image.shape[1], height=image.shape[0])
+        except _DepthInputError as error:
+            return _usage_error(str(error))
 
     reasoning_model, segmentation_model = _model_names(args)
     try:
@@ -140,8 +181,13 @@ def _infer(args) -> int:
 
     result = pipeline.segment(image, args.query)
     _print_result(result)
+    summary = result.to_json_dict()
+    if depth_input is not None and result.ok and result.mask is not None:
+        geometry = depth_input.locate(result.mask)
+        _print_geometry(geometry)
+        summary.update(geometry.to_json_dict())
     if args.json is not None:
-        args.json.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
     if args.output is not None:
         from segzero_model.images import save_image
@@ -150,6 +196,82 @@ def _infer(args) -> int:
         save_image(args.output, draw_overlay(image, result))
         print(f"wrote {args.output}")
     return 0 if result.ok else EXIT_FAILED_QUERY
+
+
+class _DepthInputError(ValueError):
+    """--depth / --intrinsics that cannot be used: a usage error (exit 2), unlike a depth
+    problem found after the answer, which is only a status line."""
+
+
+@dataclass(frozen=True)
+class _DepthInput:
+    depth_m: np.ndarray
+    color: Intrinsics
+
+    def locate(self, mask: np.ndarray) -> ObjectGeometry:
+        return locate_object(mask, self.depth_m, self.color)
+
+
+def _read_depth_input(args, *, width: int, height: int) -> _DepthInput:
+    if args.depth is None or args.intrinsics is None:
+        raise _DepthInputError("--depth and --intrinsics go together: give both")
+    if not args.depth_scale > 0:
+        raise _DepthInputError(f"--depth-scale must be > 0, got {args.depth_scale}")
+    try:
+        fx, fy, cx, cy = (float(v) for v in args.intrinsics.split(","))
+        color = Intrinsics(fx, fy, cx, cy, width, height)
+    except ValueError as error:
+        detail = str(error) if "intrinsics" in str(error) else "expected 4 numbers"
+        raise _DepthInputError(
+            f"--intrinsics {args.intrinsics!r}: {detail} (FX,FY,CX,CY in the image's pixels)"
+        ) from None
+    raw, encoding = _read_depth_file(args.depth)
+    try:
+        depth_m = depth_to_metres(raw, encoding, depth_scale=args.depth_scale)
+    except DepthError as error:
+        raise _DepthInputError(f"{args.depth}: {error}") from None
+    return _DepthInput(depth_m, color)
+
+
+def _read_depth_file(path: Path) -> tuple[np.ndarray, str]:
+    """A 16-bit single-channel PNG (16UC1 units) or a .npy of float metres (32FC1)."""
+    if not path.is_file():
+        raise _DepthInputError(f"depth file not found: {path}")
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise _DepthInputError(f"cannot read depth file {path}: {error}") from None
+        if array.dtype.kind == "f":
+            return array, "32FC1"
+        if array.dtype == np.uint16:
+            return array, "16UC1"
+        raise _DepthInputError(f"{path}: a .npy depth must hold float metres, got {array.dtype}")
+    import cv2
+
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise _DepthInputError(f"cannot read depth file {path} (a 16-bit PNG or a .npy)")
+    if array.dtype != np.uint16 or array.ndim != 2:
+        channels = 1 if array.ndim == 2 else array.shape[2]
+        raise _DepthInputError(
+            f"{path} is a {array.dtype.itemsize * 8}-bit image with {channels} channel(s); depth "
+            "must be a 16-bit single-channel PNG (units times --depth-scale) or a .npy of metres"
+        )
+    return array, "16UC1"
+
+
+def _print_geometry(geometry: ObjectGeometry) -> None:
+    if not geometry.ok:
+        print(f"depth:     {geometry.status.value} ({geometry.reason})")
+        return
+    x, y, z = geometry.position
+    print(
+        f"depth:     OK ({geometry.valid_points} points, "
+        f"{geometry.valid_ratio:.0%} of the mask has depth)"
+    )
+    print(f"position:  x {x:+.3f}, y {y:+.3f}, z {z:.3f} m (camera optical frame)")
+    print("size:      " + " x ".join(f"{v:.3f}" for v in geometry.size) + " m (x, y, z)")
 
 
 def _track(args) -> int:

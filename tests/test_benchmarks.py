@@ -97,3 +97,31 @@ def test_tracking_benchmark_prints_latency_ratio_and_flat_memory(tiny_cache):
     # 20 frames pass the tiny model's window: the stored frames stop at 1 + keep_frames.
     assert report["stored_frames_per_track_last"] == report["keep_frames"] + 1
     assert report["stored_frames_per_track_max"] == report["keep_frames"] + 1
+
+
+def test_depth_benchmark_prints_the_3d_stage_latency():
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "depth.py"),
+            "--repeats",
+            "3",
+            "--sizes",
+            "320x240",
+            "640x480",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+    assert [r["size"] for r in report["results"]] == ["320x240", "640x480"]
+    for result in report["results"]:
+        assert result["status"] == "OK"
+        assert result["mask_fraction"] == pytest.approx(0.10, abs=0.01)
+        assert result["position_m"][2] == pytest.approx(0.7, abs=0.005)
+        for key in ("stage_ms", "locate_object_ms"):
+            assert 0 < result[key]["median"] <= result[key]["p95"], key
+    assert report["command"] == "python benchmarks/depth.py --repeats 3 --sizes 320x240 640x480"

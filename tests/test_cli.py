@@ -303,3 +303,89 @@ def test_track_bad_input_exits_2_with_one_clear_line(tmp_path, capsys, args, mes
     assert err.startswith("segzero: error: ") and err.count("\n") == 1, err
     assert message.format(tmp=tmp_path) in err
     assert "Traceback" not in err
+
+
+# --- infer --depth -----------------------------------------------------------------------------
+
+INTRINSICS = "600,600,319.5,239.5"  # of the 640x480 kitchen scene
+
+
+def write_depth_png(path: Path, array: np.ndarray) -> Path:
+    import cv2
+
+    assert cv2.imwrite(str(path), array)
+    return path
+
+
+def infer_with_depth(*args: str) -> int:
+    return main(
+        ["infer", "--image", str(SCENE), "--query", "the red cup", "--device", "cpu", *args]
+    )
+
+
+@pytest.mark.parametrize("size", [(480, 640), (240, 320)], ids=["aligned", "half-res"])
+def test_infer_with_depth_prints_and_writes_the_3d_position(tiny_env, tmp_path, capsys, size):
+    depth = write_depth_png(tmp_path / "depth.png", np.full(size, 1234, np.uint16))  # 1.234 m
+
+    code = infer_with_depth(
+        "--tiny",
+        *("--depth", str(depth), "--intrinsics", INTRINSICS, "--json", str(tmp_path / "r.json")),
+    )
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "depth:     OK" in out and "z 1.234 m (camera optical frame)" in out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["status"] == "ok" and result["depth_status"] == "OK"
+    assert result["position_m"][2] == pytest.approx(1.234, abs=1e-4)
+    assert result["size_m"][0] > 0 and result["size_m"][2] == pytest.approx(0.0, abs=1e-4)
+    assert result["valid_depth_ratio"] == 1.0 and result["depth_points"] > 0
+
+
+def test_a_depth_problem_is_a_status_line_not_a_failure(tiny_env, tmp_path, capsys):
+    depth = tmp_path / "depth.npy"
+    np.save(depth, np.ones((360, 640), np.float32))  # 16:9 depth for a 4:3 image
+
+    code = infer_with_depth(
+        "--tiny",
+        *("--depth", str(depth), "--intrinsics", INTRINSICS, "--json", str(tmp_path / "r.json")),
+    )
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "depth:     RESOLUTION_MISMATCH (depth 640x360 and colour 640x480" in out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["status"] == "ok" and result["depth_status"] == "RESOLUTION_MISMATCH"
+    assert result["position_m"] is None and result["depth_points"] == 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--depth", "{tmp}/none.png", "--intrinsics", INTRINSICS], "depth file not found"),
+        (["--depth", "{tmp}/d8.png", "--intrinsics", INTRINSICS], "is a 8-bit image with 1"),
+        (["--depth", "{tmp}/rgb.png", "--intrinsics", INTRINSICS], "with 3 channel(s)"),
+        (["--depth", "{tmp}/int.npy", "--intrinsics", INTRINSICS], "float metres, got int32"),
+        (["--depth", "{tmp}/d16.png", "--intrinsics", "600,600,320"], "expected 4 numbers"),
+        (["--depth", "{tmp}/d16.png", "--intrinsics", "0,600,320,240"], "fx > 0 and fy > 0"),
+        (["--depth", "{tmp}/d16.png"], "--depth and --intrinsics go together"),
+        (["--intrinsics", INTRINSICS], "--depth and --intrinsics go together"),
+        (
+            ["--depth", "{tmp}/d16.png", "--intrinsics", INTRINSICS, "--depth-scale", "0"],
+            "--depth-scale must be > 0",
+        ),
+    ],
+)
+def test_infer_bad_depth_input_exits_2_with_one_clear_line(tmp_path, capsys, args, message):
+    """Checked before any model loads (no --tiny cache needed)."""
+    write_depth_png(tmp_path / "d8.png", np.full((48, 64), 9, np.uint8))
+    write_depth_png(tmp_path / "rgb.png", np.full((48, 64, 3), 9, np.uint16))
+    write_depth_png(tmp_path / "d16.png", np.full((48, 64), 900, np.uint16))
+    np.save(tmp_path / "int.npy", np.ones((48, 64), np.int32))
+
+    code = infer_with_depth(*(arg.format(tmp=tmp_path) for arg in args))
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("segzero: error: ") and err.count("\n") == 1, err
+    assert message in err and "Traceback" not in err
