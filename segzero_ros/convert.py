@@ -105,6 +105,39 @@ def _via_cv_bridge(msg) -> np.ndarray:
         raise ImageConversionError(f"cv_bridge cannot convert {msg.encoding!r}: {error}") from None
 
 
+# depth encoding → numpy dtype of one pixel (little-endian; is_bigendian swaps it)
+_DEPTH_ENCODINGS = {"16UC1": "u2", "mono16": "u2", "32FC1": "f4"}
+
+
+def depth_msg_to_array(msg) -> np.ndarray:
+    """sensor_msgs/Image depth → HxW array as sent: uint16 for 16UC1/mono16 (units of the
+    camera's depth scale), float32 for 32FC1 (metres); honours step and is_bigendian.
+    Raises `segzero_model.depth.DepthError` (BAD_DEPTH) for other encodings and bad sizes."""
+    from segzero_model.depth import DepthError, DepthStatus
+
+    kind = _DEPTH_ENCODINGS.get(msg.encoding)
+    if kind is None:
+        raise DepthError(
+            DepthStatus.BAD_DEPTH,
+            f"unsupported depth encoding {msg.encoding!r} (use {', '.join(_DEPTH_ENCODINGS)})",
+        )
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    dtype = np.dtype((">" if msg.is_bigendian else "<") + kind)
+    row_bytes = width * dtype.itemsize
+    data = np.frombuffer(memoryview(msg.data), dtype=np.uint8)
+    problem = ""
+    if height == 0 or width == 0:
+        problem = f"depth image has zero size ({width}x{height})"
+    elif step < row_bytes:
+        problem = f"step {step} is shorter than a {msg.encoding} row of width {width}"
+    elif data.size != height * step:
+        problem = f"depth data has {data.size} bytes but height x step = {height * step}"
+    if problem:
+        raise DepthError(DepthStatus.BAD_DEPTH, problem)
+    rows = data.reshape(height, step)[:, :row_bytes]
+    return rows.copy().view(dtype).reshape(height, width).astype(dtype.newbyteorder("="))
+
+
 def compressed_msg_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg, png, ...) → HxWx3 uint8 RGB array."""
     import cv2
@@ -176,4 +209,5 @@ def result_to_msg(
         StageTiming(stage=name, seconds=float(seconds)) for name, seconds in result.timings.items()
     ]
     msg.generated_tokens = int(result.num_generated_tokens)
+    msg.depth_status_name = "OFF"  # until the 3D stage (segzero_ros.spatial) locates it
     return msg

@@ -5,8 +5,9 @@ for callers that want feedback and cancellation. See docs/ros.md for the interfa
 This module is the lifecycle and the wiring. The rooms around it: `main` (the console script),
 `goals` (the Segment action's goal flow), `diagnostics` (counters, health, /diagnostics),
 `inputs` (frames and requests), `worker` (one thread serving jobs in order), `tracking` (the
-answered objects followed on later frames, and its device lock), `convert` (messages <->
-numpy), `params` (the one parameter table).
+answered objects followed on later frames, and its device lock), `spatial` and `depth_sync`
+(the 3D position from a depth camera), `convert` (messages <-> numpy), `params` (the one
+parameter table).
 
 Threading: subscription and action callbacks only store the newest camera message or queue a
 job; ONE worker thread answers the jobs in order, each on the newest frame at the time it is
@@ -25,6 +26,7 @@ import time
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PointStamped
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -44,8 +46,9 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
+from visualization_msgs.msg import MarkerArray
 
 from segzero_model.pipeline import validate_query
 from segzero_model.result import SegmentationResult, Status
@@ -68,6 +71,7 @@ from segzero_ros.params import (
     PerceptionParams,
     check_value,
 )
+from segzero_ros.spatial import SPATIAL_QOS, Spatial
 from segzero_ros.tracking import TRACKING_MASK_QOS, TRACKING_STATE_QOS, Tracking
 from segzero_ros.worker import CANCELLED, DROPPED, ERROR, Job, Worker
 
@@ -161,8 +165,12 @@ class PerceptionNode(LifecycleNode):
             accepting=lambda: self._active,
             error_result=lambda request, reason: self._error(request, ResultMsg.ERROR, reason),
         )
+        self.spatial = Spatial(
+            self, publisher=lambda name: self._pubs.get(name), subscription=self._subscription
+        )
         self.tracking = Tracking(
             self,
+            spatial=self.spatial,
             frame=lambda: self._frame,
             busy=lambda: self.worker is not None and (self.worker.busy or self.worker.depth > 0),
             publisher=lambda name: self._pubs.get(name),
@@ -207,6 +215,11 @@ class PerceptionNode(LifecycleNode):
         }
         if changed:
             self.params = dataclasses.replace(self.params, **changed)
+        if "use_depth" in changed and self._active:  # subscribe or unsubscribe at once
+            if self.params.use_depth:
+                self.spatial.start()
+            else:
+                self.spatial.stop()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -250,6 +263,9 @@ class PerceptionNode(LifecycleNode):
             "tracking_state": self._publisher(
                 TrackingState, p.tracking_state_topic, TRACKING_STATE_QOS
             ),
+            "position": self._publisher(PointStamped, p.position_topic, SPATIAL_QOS),
+            "markers": self._publisher(MarkerArray, p.markers_topic, SPATIAL_QOS),
+            "cloud": self._publisher(PointCloud2, p.cloud_topic, SPATIAL_QOS),
         }
         self.worker = Worker(self._serve, self._failure, p.queue_size)
         self.worker.start(accept=False)  # jobs are accepted once active
@@ -288,6 +304,7 @@ class PerceptionNode(LifecycleNode):
             String, p.query_topic, self._query_cb, QUERY_QOS, self._query_group
         )
         self._subs = [camera, query]
+        self.spatial.start()  # when use_depth
         self.goals.start(p.action_name, self._action_group)
         self.tracking.start(p.stop_tracking_service)
         self.get_logger().info(
@@ -354,6 +371,7 @@ class PerceptionNode(LifecycleNode):
         for subscription in self._subs:
             self.destroy_subscription(subscription)
         self._subs = []
+        self.spatial.stop()
         if self.worker is not None and not self.worker.drain(reason, DEACTIVATE_TIMEOUT):
             self.get_logger().warning("the running query did not stop in time")
         self.tracking.stop()  # every track ends, the tracker's memory is freed
@@ -447,6 +465,7 @@ class PerceptionNode(LifecycleNode):
                     message.header,
                 )
         header = message.header
+        depth_match = self.spatial.match(header)  # now: the buffer keeps only recent depth
         try:
             if isinstance(message, CompressedImage):
                 rgb = compressed_msg_to_rgb(message)
@@ -466,13 +485,17 @@ class PerceptionNode(LifecycleNode):
             track_id = self.tracking.seed(request, rgb, result)
         msg = result_to_msg(result, header, request.query_id)
         msg.track_id = track_id
-        request.parts = (result, rgb)
+        geometry = None
+        if result.status is Status.OK:
+            geometry = self.spatial.locate_result(msg, result.mask, depth_match)
+        request.parts = (result, rgb, geometry)
         if request.goal_handle is not None:
             self.goals.segmenting(request, msg.reasoning)
         return msg
 
     def _publish_parts(self, msg: ResultMsg, parts: tuple | None) -> None:
-        """Reasoning, mask and overlay on standard types (after the result, off its latency).
+        """Reasoning, mask, 3D outputs and overlay on standard types (after the result, off its
+        latency).
         The overlay is drawn only while someone subscribes to it: drawing and sending it costs
         ~3 ms for 640x480 and ~25 ms for 1920x1080."""
         if not self._pubs:
@@ -482,11 +505,12 @@ class PerceptionNode(LifecycleNode):
         if msg.status != ResultMsg.OK or parts is None:
             return
         self._pubs["mask"].publish(msg.mask)
+        result, rgb, geometry = parts
+        self.spatial.publish_result(msg, geometry)
         overlay = self._pubs["overlay"]
         if self.params.publish_overlay and overlay.get_subscription_count() > 0:
             from segzero_model.overlay import draw_overlay
 
-            result, rgb = parts
             overlay.publish(rgb_to_image_msg(draw_overlay(rgb, result), msg.header))
 
     def _error(self, request: Request, code: int, reason: str, header=None) -> ResultMsg:
@@ -557,7 +581,7 @@ class PerceptionNode(LifecycleNode):
         each new one once. rclpy's own warning for this is off on these readers (see
         `_subscription`)."""
         unmatched = []
-        for reader in list(self._subs):
+        for reader in list(self._subs) + list(self.spatial.subscriptions):
             topic = reader.topic_name
             try:
                 in_graph, matched = self.count_publishers(topic), reader.get_publisher_count()

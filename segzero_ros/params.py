@@ -28,6 +28,7 @@ ROS_BUILTIN_PREFIXES = ("qos_overrides.",)
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 _DTYPES = ("", "auto", "bfloat16", "float16", "float32")
+_OPTIONAL_NAMES = ("depth_info_topic",)  # topic names that may be "" (meaning: not used)
 
 
 class ParamsError(ValueError):
@@ -209,6 +210,79 @@ class PerceptionParams:
         read_only=True,
     )
 
+    use_depth: bool = _param(
+        False,
+        "Locate every OK answer (and every tracked object) in 3D from a depth camera: position "
+        "and size in the colour camera's optical frame, metres (docs/ros.md, 3D position from "
+        "depth). Changeable at runtime (subscribes or unsubscribes at once).",
+    )
+    depth_topic: str = _param(
+        "camera/depth/image_raw",
+        "Depth image (sensor_msgs/Image, 16UC1/mono16 in depth_scale units or 32FC1 in metres), "
+        "matched to the colour frame by stamp.",
+        read_only=True,
+    )
+    camera_info_topic: str = _param(
+        "camera/camera_info",
+        "The colour camera's sensor_msgs/CameraInfo (its K gives the intrinsics).",
+        read_only=True,
+    )
+    depth_info_topic: str = _param(
+        "",
+        'The depth camera\'s own CameraInfo; "" means the depth image is aligned to the colour '
+        "image (its intrinsics are the colour CameraInfo scaled to the depth resolution).",
+        read_only=True,
+    )
+    depth_sync_tolerance: float = _param(
+        0.05,
+        "Seconds: the depth frame nearest in stamp to the colour frame is used when it is at "
+        "most this far off; else the result has no position (NO_DEPTH). Changeable at runtime.",
+        minimum=0.0,
+    )
+    depth_scale: float = _param(
+        0.001,
+        "Metres per unit of a 16-bit depth image (0.001: millimetres). Changeable at runtime.",
+        minimum=0.0,
+    )
+    min_depth: float = _param(
+        0.1, "Metres: nearer depth readings are ignored. Changeable at runtime.", minimum=0.0
+    )
+    max_depth: float = _param(
+        20.0, "Metres: farther depth readings are ignored. Changeable at runtime.", minimum=0.0
+    )
+    publish_cloud: bool = _param(
+        False,
+        "Also publish the object's depth points (sensor_msgs/PointCloud2 on cloud_topic). "
+        "Changeable at runtime.",
+    )
+    cloud_max_points: int = _param(
+        5000,
+        "Most points per object in the published cloud (evenly subsampled). Changeable at runtime.",
+        minimum=1,
+    )
+    target_frame: str = _param(
+        "",
+        "A tf2 frame (e.g. base_link or map) to express each position in as well "
+        '(SegmentationResult.position_in_target); needs ROS 2\'s tf2_ros. "": camera frame '
+        "only. Changeable at runtime.",
+    )
+    position_topic: str = _param(
+        "segzero/position",
+        "Position of each located OK answer (geometry_msgs/PointStamped, camera optical frame).",
+        read_only=True,
+    )
+    markers_topic: str = _param(
+        "segzero/markers",
+        "A box and a label per located answer and tracked object (visualization_msgs/"
+        "MarkerArray, for rviz).",
+        read_only=True,
+    )
+    cloud_topic: str = _param(
+        "segzero/cloud",
+        "The located objects' depth points (sensor_msgs/PointCloud2), see publish_cloud.",
+        read_only=True,
+    )
+
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, partial: bool = True) -> PerceptionParams:
         """Parameters from `values` (missing names keep their defaults unless `partial` is
@@ -299,8 +373,11 @@ def check_value(name: str, value: Any) -> Any:
         raise ParamsError(f"parameter 'lost_score' must be at most 1.0, got {value!r}")
     if name == "dtype" and value not in _DTYPES:
         raise ParamsError(f"parameter 'dtype' must be one of {param.choices}, got {value!r}")
-    if name.endswith(("_topic", "_name", "_service")) and not value.strip():
-        raise ParamsError(f"parameter {name!r} must not be empty")
+    if name.endswith(("_topic", "_name", "_service")) and name not in _OPTIONAL_NAMES:
+        if not value.strip():
+            raise ParamsError(f"parameter {name!r} must not be empty")
+    if name in ("max_depth", "depth_scale") and value <= 0.0:
+        raise ParamsError(f"parameter {name!r} must be above 0, got {value!r}")
     return value
 
 

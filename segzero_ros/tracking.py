@@ -14,6 +14,11 @@ queries are served (those frames count as skipped) and a query waits at most for
 being tracked. The stop service takes the lock too: it answers once the frame or query in
 progress is done. `TrackSession` is not thread-safe; every use of it holds the lock.
 
+3D (use_depth): each TRACKING object of a tracked frame is located in the depth frame matched
+to that frame's stamp (`segzero_ros.spatial`; the depth image is converted once per frame, ~1-2
+ms per object), its TrackedObject carries the position, and one box and label per located
+track go out on the markers topic.
+
 A frame the loop cannot track (bad encoding or data, a size other than the tracks' frames, a
 model failure) ends every track: each is published LOST once with the reason, one warning is
 logged, and the loop goes on.
@@ -42,6 +47,7 @@ from segzero_ros.convert import (
 from segzero_ros.diagnostics import RateMeter, TrackingSnapshot
 from segzero_ros.inputs import Frame, Request
 from segzero_ros.msg import TrackedObject, TrackingState
+from segzero_ros.spatial import OFF, Spatial, fill_tracked
 from segzero_ros.srv import StopTracking
 
 # A stream: late subscribers get nothing stale; reliable so that rviz's default reader matches
@@ -71,6 +77,7 @@ class Tracking:
         self,
         node,
         *,
+        spatial: Spatial,
         frame: Callable[[], Frame | None],
         busy: Callable[[], bool],
         publisher: Callable[[str], object | None],
@@ -78,6 +85,7 @@ class Tracking:
         next_query_id: Callable[[], str],
     ):
         self._node = node
+        self._spatial = spatial
         self._frame = frame
         self._busy = busy
         self._publisher = publisher
@@ -303,10 +311,20 @@ class Tracking:
         mask_pub, state_pub = self._publisher("tracking_mask"), self._publisher("tracking_state")
         if rgb is not None and mask_pub is not None:
             mask_pub.publish(mask_to_image_msg(union_mask(statuses, rgb.shape[:2]), header))
+        geometries = [OFF] * len(statuses)
+        if rgb is not None:  # a tracked frame: locate its TRACKING objects in 3D
+            tracking = [i for i, status in enumerate(statuses) if status.state != LOST]
+            located = self._spatial.locate_tracks(header, [statuses[i].mask for i in tracking])
+            for i, geometry in zip(tracking, located, strict=True):
+                geometries[i] = geometry
+            self._spatial.publish_tracks(
+                header,
+                [(s.track_id, s.query, g) for s, g in zip(statuses, geometries, strict=True)],
+            )
         if state_pub is None:
             return
         state = TrackingState(
-            objects=[tracked_object(status) for status in statuses],
+            objects=[tracked_object(s, g) for s, g in zip(statuses, geometries, strict=True)],
             frames_skipped=self._skipped_since_state,
         )
         if header is not None:
@@ -342,8 +360,8 @@ class Tracking:
         return response
 
 
-def tracked_object(status: TrackStatus) -> TrackedObject:
-    """One TrackStatus as a TrackedObject message."""
+def tracked_object(status: TrackStatus, geometry=OFF) -> TrackedObject:
+    """One TrackStatus (and its 3D geometry) as a TrackedObject message."""
     msg = TrackedObject(
         track_id=status.track_id,
         query=status.query,
@@ -356,6 +374,7 @@ def tracked_object(status: TrackStatus) -> TrackedObject:
     if status.box is not None:
         msg.has_bbox = True
         msg.bbox = [float(v) for v in status.box]
+    fill_tracked(msg, geometry)
     return msg
 
 

@@ -340,6 +340,25 @@ def running_harness(tiny_qwen_dir, tiny_sam2_dir) -> Iterator[Harness]:
 
 
 @contextlib.contextmanager
+def restored_parameters(node: PerceptionNode) -> Iterator[Callable[..., None]]:
+    """`set_params(**values)` on the shared node; every parameter it changed is put back at
+    the end, so the next test finds the node as the harness left it."""
+    changed: dict = {}
+
+    def set_params(**values) -> None:
+        for name in values:
+            changed.setdefault(name, getattr(node.params, name))
+        results = node.set_parameters([Parameter(n, value=v) for n, v in values.items()])
+        assert all(r.successful for r in results), results
+
+    try:
+        yield set_params
+    finally:
+        if changed:
+            node.set_parameters([Parameter(n, value=v) for n, v in changed.items()])
+
+
+@contextlib.contextmanager
 def wrap_segment(node: PerceptionNode, wrapper: Callable) -> Iterator[None]:
     """Within the block, the node's worker calls `wrapper(real_segment, *args, **kwargs)`
     instead of its real `pipeline.segment` (a call already in the wrapper finishes there)."""

@@ -15,12 +15,14 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from segzero_model.depth import DepthError, DepthStatus
 from segzero_model.result import SegmentationResult, Status
 from segzero_ros.convert import (
     STATUS_CODES,
     SUPPORTED_ENCODINGS,
     ImageConversionError,
     compressed_msg_to_rgb,
+    depth_msg_to_array,
     image_msg_to_rgb,
     mask_to_image_msg,
     result_to_msg,
@@ -256,6 +258,7 @@ def test_ok_result_to_msg(result_msg_type):
     assert msg.reasoning == "The cup is red." and msg.raw_output.startswith("<think>")
     assert {t.stage: t.seconds for t in msg.timings} == {"reasoning_decode": 1.25, "total": 1.5}
     assert msg.generated_tokens == 42
+    assert (msg.depth_status, msg.depth_status_name, msg.has_position) == (0, "OFF", False)
     assert (msg.mask.height, msg.mask.width, msg.mask.encoding) == (H, W, "mono8")
     assert msg.mask.header == header
     mask = np.frombuffer(bytes(msg.mask.data), np.uint8).reshape(H, W) == 255
@@ -291,3 +294,61 @@ def test_status_codes_match_the_message_constants(result_msg_type):
     for status, code in STATUS_CODES.items():
         assert getattr(result_msg_type, status.name) == code
     assert {s.name for s in Status} == {s.name for s in STATUS_CODES}
+
+
+# --- depth images ------------------------------------------------------------------------------
+
+
+def depth_msg(array: np.ndarray, encoding: str, padding: int = 0, big_endian: bool = False):
+    """Depth image message of `array` (uint16 or float32), `padding` junk bytes per row."""
+    height, width = array.shape
+    order = ">" if big_endian else "<"
+    raw = array.astype(array.dtype.newbyteorder(order)).view(np.uint8).reshape(height, -1)
+    data = np.concatenate([raw, RNG.integers(0, 256, (height, padding), np.uint8)], axis=1)
+    return received(
+        Image(
+            height=height,
+            width=width,
+            encoding=encoding,
+            is_bigendian=int(big_endian),
+            step=data.shape[1],
+            data=data.tobytes(),
+        )
+    )
+
+
+@pytest.mark.parametrize("encoding", ["16UC1", "mono16"])
+@pytest.mark.parametrize("big_endian", [False, True])
+@pytest.mark.parametrize("padding", [0, 6])
+def test_16bit_depth_keeps_the_units(encoding, big_endian, padding):
+    depth = RNG.integers(0, 65536, (H, W), dtype=np.uint16)
+    array = depth_msg_to_array(depth_msg(depth, encoding, padding, big_endian))
+    assert array.dtype == np.uint16 and array.dtype.isnative
+    np.testing.assert_array_equal(array, depth)
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_32fc1_depth_is_float_metres(big_endian):
+    depth = RNG.uniform(0.2, 5.0, (H, W)).astype(np.float32)
+    depth[0, 0] = np.nan
+    array = depth_msg_to_array(depth_msg(depth, "32FC1", 4, big_endian))
+    assert array.dtype == np.float32 and array.dtype.isnative
+    np.testing.assert_array_equal(array, depth)  # NaN compares equal here
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"encoding": "rgb8"}, "unsupported depth encoding 'rgb8' (use 16UC1, mono16, 32FC1)"),
+        ({"step": 3}, "step 3 is shorter than a 16UC1 row of width 7"),
+        ({"height": H + 1}, "depth data has 70 bytes but height x step = 84"),
+        ({"width": 0}, "depth image has zero size (0x5)"),
+    ],
+)
+def test_bad_depth_images_are_bad_depth(change, message):
+    msg = depth_msg(np.zeros((H, W), np.uint16), "16UC1")
+    for name, value in change.items():
+        setattr(msg, name, value)
+    with pytest.raises(DepthError) as error:
+        depth_msg_to_array(msg)
+    assert error.value.status is DepthStatus.BAD_DEPTH and str(error.value) == message

@@ -22,8 +22,7 @@ ros_importorskip(
 )
 
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
-from ros_harness import WAIT, R, wait_until  # noqa: E402
+from ros_harness import WAIT, R, restored_parameters, wait_until  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
@@ -113,27 +112,18 @@ def tracking(harness, tracking_probe):
         "the tracking subscribers matched",
     )
     assert tracking_probe.wait_for_service(timeout_sec=20), "no stop service"
-    changed: dict = {}
-
-    def set_params(**values) -> None:
-        for name in values:
-            changed.setdefault(name, getattr(node.params, name))
-        results = node.set_parameters([Parameter(n, value=v) for n, v in values.items()])
-        assert all(r.successful for r in results), results
-
-    harness.set_params = set_params
-    harness.stop_client = tracking_probe
-    # The tiny SAM2's object scores hover near 0.5 (its masks are noise): with the default
-    # lost_score a track could be lost at any frame. Only the LOST test loses tracks.
-    set_params(lost_score=0.0, lost_min_area=0)
-    try:
-        yield harness
-    finally:
-        if changed:
-            node.set_parameters([Parameter(n, value=v) for n, v in changed.items()])
-        harness.wait_idle()
-        node.tracking.stop_tracks()
-        del harness.set_params, harness.stop_client
+    with restored_parameters(node) as set_params:
+        harness.set_params = set_params
+        harness.stop_client = tracking_probe
+        # The tiny SAM2's object scores hover near 0.5 (its masks are noise): with the default
+        # lost_score a track could be lost at any frame. Only the LOST test loses tracks.
+        set_params(lost_score=0.0, lost_min_area=0)
+        try:
+            yield harness
+        finally:
+            harness.wait_idle()
+            node.tracking.stop_tracks()
+            del harness.set_params, harness.stop_client
 
 
 def track_goal(harness, query: str, track: int = Segment.Goal.TRACK):

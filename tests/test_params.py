@@ -46,10 +46,28 @@ def test_defaults_match_the_brief():
         "segzero/tracking/state",
         "segzero/stop_tracking",
     )
+    assert (p.use_depth, p.depth_topic, p.camera_info_topic, p.depth_info_topic) == (
+        False,
+        "camera/depth/image_raw",
+        "camera/camera_info",
+        "",
+    )
+    assert (p.depth_sync_tolerance, p.depth_scale, p.min_depth, p.max_depth) == (
+        0.05,
+        0.001,
+        0.1,
+        20.0,
+    )
+    assert (p.publish_cloud, p.cloud_max_points, p.target_frame) == (False, 5000, "")
+    assert (p.position_topic, p.markers_topic, p.cloud_topic) == (
+        "segzero/position",
+        "segzero/markers",
+        "segzero/cloud",
+    )
 
 
 def test_table_rows_are_complete():
-    assert len(PARAMS) == len(set(PARAM_NAMES)) == 28
+    assert len(PARAMS) == len(set(PARAM_NAMES)) == 42
     for param in PARAMS:
         assert param.type in (str, int, float, bool)
         assert isinstance(param.default, param.type), param.name
@@ -60,6 +78,9 @@ def test_table_rows_are_complete():
     assert not read_only & {"max_image_age", "publish_overlay", "reasoning_model"}
     assert {"tracking_mask_topic", "tracking_state_topic", "stop_tracking_service"} <= read_only
     assert not read_only & {"track", "lost_score", "lost_frames", "max_tracking_rate"}
+    depth_topics = {"depth_topic", "camera_info_topic", "depth_info_topic", "position_topic"}
+    assert depth_topics | {"markers_topic", "cloud_topic"} <= read_only
+    assert not read_only & {"use_depth", "depth_sync_tolerance", "depth_scale", "target_frame"}
 
 
 def test_config_file_is_the_rendered_table():
@@ -143,6 +164,11 @@ def test_ros_builtin_parameters_are_allowed():
         ("lost_frames: 0", "at least 1"),
         ("max_tracked_objects: 0", "at least 1"),
         ('stop_tracking_service: ""', "must not be empty"),
+        ('depth_topic: ""', "must not be empty"),
+        ("depth_scale: 0.0", "'depth_scale' must be above 0"),
+        ("max_depth: 0.0", "'max_depth' must be above 0"),
+        ("min_depth: -0.5", "at least 0.0"),
+        ("cloud_max_points: 0", "at least 1"),
     ],
 )
 def test_bad_values(body, message):
@@ -217,3 +243,7 @@ def test_the_markdown_table_has_every_parameter_with_its_default():
     for row in rows:
         name = row.split("`")[1]
         assert f"| `{yaml_value(defaults[name])}` |" in row, row
+
+
+def test_depth_info_topic_may_be_empty():
+    assert parse_params_yaml(section('depth_info_topic: ""')) == {"depth_info_topic": ""}

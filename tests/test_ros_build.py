@@ -166,7 +166,49 @@ def test_segmentation_result_constants_and_fields():
             "timings": "sequence<segzero_ros/StageTiming>",
             "generated_tokens": "uint32",
             "track_id": "uint32",
+            "depth_status": "uint8",
+            "depth_status_name": "string",
+            "depth_error": "string",
+            "has_position": "boolean",
+            "position": "geometry_msgs/PointStamped",
+            "size": "geometry_msgs/Vector3",
+            "valid_depth_ratio": "float",
+            "depth_points": "uint32",
+            "position_in_target": "geometry_msgs/PointStamped",
         }, fields
+        print("ok")
+        """
+    )
+    assert out.strip() == "ok"
+
+
+def test_depth_status_constants_and_tracked_object_fields():
+    out = run_in_ros_env(
+        """
+        from segzero_ros.msg import SegmentationResult as R, TrackedObject as T
+
+        depth = dict(
+            DEPTH_OFF=0, DEPTH_OK=1, NO_CAMERA_INFO=2, NO_DEPTH=3, BAD_DEPTH=4,
+            RESOLUTION_MISMATCH=5, NO_VALID_DEPTH=6,
+        )
+        for name, value in depth.items():
+            assert getattr(R, name) == getattr(T, name) == value, name
+        assert T.get_fields_and_field_types() == {
+            "track_id": "uint32",
+            "query": "string",
+            "state": "uint8",
+            "state_name": "string",
+            "bbox": "float[4]",
+            "has_bbox": "boolean",
+            "score": "float",
+            "area": "uint32",
+            "reason": "string",
+            "depth_status": "uint8",
+            "depth_status_name": "string",
+            "has_position": "boolean",
+            "position": "geometry_msgs/Point",
+            "size": "geometry_msgs/Vector3",
+        }, T.get_fields_and_field_types()
         print("ok")
         """
     )
