@@ -161,44 +161,76 @@ def depth_to_metres(
 
     Raises DepthError(BAD_DEPTH) for another encoding, dtype or shape; ValueError for bad limits.
     """
-    if not depth_scale > 0:
-        raise ValueError(f"depth_scale must be > 0, got {depth_scale}")
-    if not 0 <= min_depth < max_depth:
-        raise ValueError(f"need 0 <= min_depth < max_depth, got {min_depth}, {max_depth}")
-    kind = str(encoding).strip().lower()
-    if kind not in _UNIT_ENCODINGS and kind not in _METRE_ENCODINGS:
-        raise DepthError(
-            DepthStatus.BAD_DEPTH,
-            f"unsupported depth encoding {encoding!r} (use 16UC1, mono16 or 32FC1)",
-        )
-    depth = np.asarray(depth)
-    if depth.ndim == 3 and depth.shape[2] == 1:
-        depth = depth[:, :, 0]
-    if depth.ndim != 2 or depth.size == 0:
-        raise DepthError(
-            DepthStatus.BAD_DEPTH, f"depth must be a non-empty HxW image, got shape {depth.shape}"
-        )
-    if kind in _UNIT_ENCODINGS:
-        if depth.dtype.kind != "u" or depth.dtype.itemsize != 2:
+    raw = RawDepth(depth, encoding, depth_scale, min_depth, max_depth)
+    return raw.metres(slice(None), slice(None))
+
+
+class RawDepth:
+    """A depth image as the camera sent it, converted to metres only where it is read.
+
+    `locate_object` reads only the depth pixels under the mask's box, so converting the whole
+    frame first (0.6 ms of a 1280x720 frame's 2.2 ms on this CPU) is wasted work. The encoding,
+    dtype and shape are checked here, at once (DepthError BAD_DEPTH; ValueError for bad limits).
+    """
+
+    def __init__(
+        self,
+        depth: np.ndarray,
+        encoding: str,
+        depth_scale: float = 0.001,
+        min_depth: float = 0.1,
+        max_depth: float = 20.0,
+    ):
+        if not depth_scale > 0:
+            raise ValueError(f"depth_scale must be > 0, got {depth_scale}")
+        if not 0 <= min_depth < max_depth:
+            raise ValueError(f"need 0 <= min_depth < max_depth, got {min_depth}, {max_depth}")
+        kind = str(encoding).strip().lower()
+        if kind not in _UNIT_ENCODINGS and kind not in _METRE_ENCODINGS:
+            raise DepthError(
+                DepthStatus.BAD_DEPTH,
+                f"unsupported depth encoding {encoding!r} (use 16UC1, mono16 or 32FC1)",
+            )
+        depth = np.asarray(depth)
+        if depth.ndim == 3 and depth.shape[2] == 1:
+            depth = depth[:, :, 0]
+        if depth.ndim != 2 or depth.size == 0:
+            raise DepthError(
+                DepthStatus.BAD_DEPTH,
+                f"depth must be a non-empty HxW image, got shape {depth.shape}",
+            )
+        self.in_units = kind in _UNIT_ENCODINGS
+        if self.in_units and (depth.dtype.kind != "u" or depth.dtype.itemsize != 2):
             raise DepthError(
                 DepthStatus.BAD_DEPTH, f"{encoding} depth must be uint16, got {depth.dtype}"
             )
-        metres = depth.astype(np.float32) * np.float32(depth_scale)
-    else:
-        if depth.dtype.kind != "f":
+        if not self.in_units and depth.dtype.kind != "f":
             raise DepthError(
                 DepthStatus.BAD_DEPTH, f"{encoding} depth must be float, got {depth.dtype}"
             )
-        metres = depth.astype(np.float32, copy=True)
-    with np.errstate(invalid="ignore"):
-        outside = ~((metres >= min_depth) & (metres <= max_depth))  # NaN compares False
-    metres[outside] = np.nan
-    return metres
+        self.array = depth
+        self.depth_scale, self.min_depth, self.max_depth = depth_scale, min_depth, max_depth
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.array.shape
+
+    def metres(self, rows: slice, cols: slice) -> np.ndarray:
+        """The window [rows, cols] in metres (float32, a new array), NaN where invalid."""
+        window = self.array[rows, cols]
+        if self.in_units:
+            metres = window.astype(np.float32) * np.float32(self.depth_scale)
+        else:
+            metres = window.astype(np.float32, copy=True)
+        with np.errstate(invalid="ignore"):
+            outside = ~((metres >= self.min_depth) & (metres <= self.max_depth))  # NaN: False
+        metres[outside] = np.nan
+        return metres
 
 
 def locate_object(
     mask: np.ndarray,
-    depth_m: np.ndarray,
+    depth_m: np.ndarray | RawDepth,
     color: Intrinsics,
     depth: Intrinsics | None = None,
     *,
@@ -208,21 +240,25 @@ def locate_object(
 ) -> ObjectGeometry:
     """3D position and axis-aligned extent of the masked object.
 
-    `mask`: bool HxW at the colour resolution. `depth_m`: metres from `depth_to_metres`, at
-    the depth resolution; `depth` its intrinsics, or None when the depth is aligned to colour
-    with the same field of view (then `color.scaled_to` the depth size). The mask is eroded by
+    `mask`: bool HxW at the colour resolution. `depth_m`: metres from `depth_to_metres`, or a
+    `RawDepth` (converted only under the mask), at the depth resolution; `depth` its
+    intrinsics, or None when the depth is aligned to colour with the same field of view (then
+    `color.scaled_to` the depth size). The mask is eroded by
     `erode_px` colour pixels first, because depth at an object's edge bleeds into the
     background; an empty eroded mask falls back to the un-eroded one. Depths far from the
     median (robust band) are dropped so a background leak cannot move the centroid.
     """
     mask = np.asarray(mask)
-    depth_m = np.asarray(depth_m)
+    if not isinstance(depth_m, RawDepth):
+        depth_m = np.asarray(depth_m)
     if mask.ndim != 2 or mask.shape != (color.height, color.width):
         return _fail(
             DepthStatus.RESOLUTION_MISMATCH,
             f"mask shape {mask.shape} is not the colour image's {color.height}x{color.width} (HxW)",
         )
-    if depth_m.ndim != 2 or depth_m.size == 0 or depth_m.dtype.kind != "f":
+    if not isinstance(depth_m, RawDepth) and (
+        depth_m.ndim != 2 or depth_m.size == 0 or depth_m.dtype.kind != "f"
+    ):
         return _fail(
             DepthStatus.BAD_DEPTH,
             f"depth must be a float HxW image in metres, got {depth_m.dtype} {depth_m.shape}",
@@ -270,7 +306,11 @@ def locate_object(
     if mask_pixels == 0:
         return _fail(DepthStatus.NO_VALID_DEPTH, "the mask covers no depth pixel")
 
-    window = depth_m[row0:row1:step, col0:col1:step]
+    rows_read, cols_read = slice(row0, row1, step), slice(col0, col1, step)
+    if isinstance(depth_m, RawDepth):
+        window = depth_m.metres(rows_read, cols_read)
+    else:
+        window = depth_m[rows_read, cols_read]
     ys, xs = np.nonzero(inside & np.isfinite(window))
     if ys.size == 0:
         return _fail(

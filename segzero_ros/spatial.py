@@ -47,7 +47,7 @@ from segzero_model.depth import (
     DepthStatus,
     Intrinsics,
     ObjectGeometry,
-    depth_to_metres,
+    RawDepth,
     locate_object,
 )
 from segzero_ros.convert import depth_msg_to_array
@@ -82,10 +82,10 @@ _BOX_COLOUR = (0.1, 0.8, 0.2, 0.5)
 
 @dataclass(frozen=True)
 class DepthFrame:
-    """A depth image ready for `locate_object` (in metres, with both cameras' intrinsics), or
-    the geometry that says why there is none (`failure`)."""
+    """A depth image ready for `locate_object` (checked, converted to metres where it is read,
+    with both cameras' intrinsics), or the geometry that says why there is none (`failure`)."""
 
-    depth_m: np.ndarray | None = None
+    depth_m: RawDepth | None = None
     color: Intrinsics | None = None
     depth: Intrinsics | None = None
     failure: ObjectGeometry | None = None
@@ -200,9 +200,8 @@ class Spatial:
             return _failed(DepthStatus.NO_CAMERA_INFO, f"unusable CameraInfo: {error}")
         try:
             raw = depth_msg_to_array(match.msg)
-            metres = depth_to_metres(
-                raw, match.msg.encoding, p.depth_scale, p.min_depth, p.max_depth
-            )
+            # Converted to metres only under each mask it locates (RawDepth).
+            metres = RawDepth(raw, match.msg.encoding, p.depth_scale, p.min_depth, p.max_depth)
         except DepthError as error:
             return _failed(error.status, str(error))
         except ValueError as error:  # min_depth >= max_depth

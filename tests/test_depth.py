@@ -17,6 +17,7 @@ from segzero_model.depth import (
     DepthStatus,
     Intrinsics,
     ObjectGeometry,
+    RawDepth,
     depth_to_metres,
     locate_object,
 )
@@ -341,3 +342,29 @@ def test_geometry_json_summary():
     assert summary["valid_depth_ratio"] == 1.0
     off = ObjectGeometry(DepthStatus.OFF).to_json_dict()
     assert off["depth_status"] == "OFF" and off["position_m"] is None
+
+
+@pytest.mark.parametrize("encoding", ["16UC1", "32FC1"])
+def test_raw_depth_converts_only_what_is_read_and_gives_the_same_geometry(encoding):
+    color = Intrinsics(fx=500.0, fy=500.0, cx=319.5, cy=239.5, width=640, height=480)
+    metres = np.full((480, 640), 1.5, np.float32)
+    metres[200:280, 280:360] = 0.7
+    metres[210:220, 290:300] = 0.0  # missing readings
+    raw = np.round(metres * 1000).astype(np.uint16) if encoding == "16UC1" else metres
+    mask = np.zeros((480, 640), bool)
+    mask[198:282, 278:362] = True
+    lazy = RawDepth(raw, encoding)
+    assert lazy.shape == (480, 640)
+    window = lazy.metres(slice(205, 215), slice(285, 295))
+    assert window.shape == (10, 10) and np.isnan(window[5:, 5:]).all()
+    assert np.allclose(window[:5, :5], 0.7)
+    eager = locate_object(mask, depth_to_metres(raw, encoding), color)
+    assert locate_object(mask, lazy, color) == eager and eager.ok
+
+
+def test_raw_depth_checks_the_encoding_at_once():
+    with pytest.raises(DepthError, match="unsupported depth encoding 'rgb8'") as caught:
+        RawDepth(np.zeros((4, 4, 3), np.uint8), "rgb8")
+    assert caught.value.status is DepthStatus.BAD_DEPTH
+    with pytest.raises(DepthError, match="16UC1 depth must be uint16, got float32"):
+        RawDepth(np.zeros((4, 4), np.float32), "16UC1")
