@@ -16,6 +16,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from segzero_model.reply import (
     ANSWER_CLOSE,
@@ -37,11 +38,16 @@ from segzero_model.reply import (
     short_repr,
 )
 
+if TYPE_CHECKING:
+    from segzero_model.families import Family
+
 __all__ = [
     "Answer",
     "AnswerFormatError",
+    "FoundTarget",
     "extract_thinking",
     "parse_answer",
+    "parse_objects",
 ]
 
 _SNIPPET_CHARS = 200
@@ -409,3 +415,113 @@ def parse_answer(text: str, strict: bool = False, frame_size: int = 840) -> Answ
         raise AnswerFormatError(f"the model output is empty: {_quote(text)}")
     high = frame_size - 1
     return _parse_strict(text, high) if strict else _parse_lenient(text, high)
+
+
+# --------------------------------------------------------------------------- model families
+
+_LIST_BOX_KEYS = ("bbox_2d", "bbox", "box")
+_LIST_POINT_KEYS = ("point_2d", "point")
+_MAX_LIST_STARTS = 64  # '[' tried as a list's start, so garbage cannot make parsing quadratic
+
+
+@dataclass(frozen=True)
+class FoundTarget:
+    """One object of an answer in the original image's pixels (XYXY box, (x, y) points): two
+    points for Seg-Zero's single object, one for a list item. ``bbox`` may be None, and
+    ``points`` empty, when the answer held only the other."""
+
+    bbox: tuple[float, float, float, float] | None
+    points: tuple[tuple[float, float], ...]
+
+
+def parse_objects(text: str, family: Family, width: int, height: int) -> list[FoundTarget]:
+    """The objects a reply names, scaled from the `family`'s frame to a `width` x `height` image.
+
+    A single-object family reads the reply as `parse_answer` does (lenient). A list family
+    reads the first JSON list in the answer; ``[]`` is an explicit "no object" and gives an
+    empty list. An absolute frame is the family's square image (coordinates clamped to it), a
+    relative one 0..1000 of the image; the VisionReasoner family rounds as its release does,
+    ``int(v * W / 840 + 0.5)``. AnswerFormatError says what was wrong.
+    """
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be a positive int, got {width!r}")
+    if isinstance(height, bool) or not isinstance(height, int) or height < 1:
+        raise ValueError(f"height must be a positive int, got {height!r}")
+    frame = family.frame_width
+    high = frame if family.frame == "relative_1000" else frame - 1
+
+    def scale(x: float, y: float) -> tuple[float, float]:
+        x, y = x * width / frame, y * height / frame
+        if family.round_pixels:
+            return float(math.floor(x + 0.5)), float(math.floor(y + 0.5))
+        return x, y
+
+    if family.answer == "single":
+        answer = parse_answer(text, frame_size=high + 1)
+        items = [(answer.bbox, answer.points or ())]
+    else:
+        items = _list_items(text, high)
+    found = []
+    for box, points in items:
+        scaled_box = None
+        if box is not None:
+            (x1, y1), (x2, y2) = scale(box[0], box[1]), scale(box[2], box[3])
+            scaled_box = (x1, y1, x2, y2)
+        found.append(FoundTarget(scaled_box, tuple(scale(x, y) for x, y in points)))
+    return found
+
+
+def _list_items(text: str, high: int) -> list[tuple[tuple | None, tuple]]:
+    """(box, points) in the answer frame of each item of the reply's first JSON list."""
+    if not isinstance(text, str):
+        raise AnswerFormatError(
+            f"expected the model output as str, got {type(text).__name__}: {short_repr(text)}"
+        )
+    if not text.strip():
+        raise AnswerFormatError(f"the model output is empty: {_quote(text)}")
+    _, outside = _split_thinking(text)
+    opened = ANSWER_OPEN.search(outside)
+    region = outside
+    if opened is not None:
+        closed = ANSWER_CLOSE.search(outside, opened.end())
+        region = outside[opened.end() : closed.start() if closed else len(outside)]
+    if not region.strip():
+        raise AnswerFormatError(f"no answer after the thinking: {_quote(text)}")
+    items = _first_list(region)
+    if items is None:  # no list: one bare object is read as a list of one
+        objects = [f.obj for f in iter_objects(region, 0, len(region)) if f.obj is not None]
+        if not objects:
+            raise AnswerFormatError(f"no JSON list of objects in the answer: {_quote(region)}")
+        items = objects[:1]
+    out = []
+    for index, item in enumerate(items):
+        keyed = {str(k).strip().lower(): v for k, v in item.items() if v is not None}
+        box_key = next((k for k in _LIST_BOX_KEYS if k in keyed), None)
+        point_key = next((k for k in _LIST_POINT_KEYS if k in keyed), None)
+        if box_key is None and point_key is None:
+            raise AnswerFormatError(
+                f"item {index} of the answer has no 'bbox_2d' or 'point_2d': {short_repr(item)}"
+            )
+        box = _lenient_box(keyed[box_key], box_key, high) if box_key else None
+        points = (_lenient_point(keyed[point_key], point_key, high),) if point_key else ()
+        out.append((box, points))
+    return out
+
+
+def _first_list(region: str) -> list | None:
+    """The first ``[...]`` in `region` that decodes (tolerantly) to a list of objects (``[]``
+    included; a bare box's ``[x1, y1, x2, y2]`` is not one), or None."""
+    decoder = json.JSONDecoder()
+    start = region.find("[")
+    for _ in range(_MAX_LIST_STARTS):
+        if start < 0:
+            break
+        for candidate in (region[start:], normalise_json(region[start:], full=True)):
+            try:
+                value, _ = decoder.raw_decode(candidate)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+                return value
+        start = region.find("[", start + 1)
+    return None

@@ -40,6 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--image", required=True, type=Path, help="image file (PNG, JPEG, ...)")
     infer.add_argument("--query", required=True, help='what to segment, e.g. "the red cup"')
     _add_model_options(infer)
+    infer.add_argument(
+        "--model-family",
+        default="auto",
+        metavar="NAME|auto|FILE.yaml",
+        help="how the reasoner is prompted and its answer read: auto (by the checkpoint's model "
+        "type and recipe), seg_zero, vision_reasoner, qwen3_vl, or a family .yaml file. infer "
+        "reads answers in the 840-pixel frame only: a list family (vision_reasoner) gives its "
+        "first object's box; a relative-frame family (qwen3_vl) is refused for now",
+    )
     infer.add_argument("--output", type=Path, help="write a PNG overlay (mask, box, points)")
     infer.add_argument("--json", type=Path, help="write the result as JSON")
     _add_depth_options(infer)
@@ -356,16 +365,35 @@ def _model_names(args) -> tuple[str, str]:
 
 
 def _load_pipeline(args, reasoning_model: str, segmentation_model: str):
+    """The pipeline, its reasoner in `--model-family`'s family; ValueError for a family whose
+    answer frame the pipeline does not read (anything but absolute pixels of 840x840)."""
+    from segzero_model.geometry import REASONING_SIZE
     from segzero_model.pipeline import SegZeroPipeline
+    from segzero_model.reasoner import Reasoner
+    from segzero_model.segmenter import Segmenter
 
     print(f"loading {reasoning_model} and {segmentation_model} ...", file=sys.stderr)
-    return SegZeroPipeline.from_pretrained(
-        reasoning_model,
-        segmentation_model,
-        device=args.device,
-        dtype=args.dtype,
-        max_new_tokens=args.max_new_tokens,
-    )
+    model_family = getattr(args, "model_family", "auto")
+    settings = {"device": args.device, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens}
+    if model_family == "auto":
+        pipeline = SegZeroPipeline.from_pretrained(reasoning_model, segmentation_model, **settings)
+    else:
+        reasoner = Reasoner.from_pretrained(reasoning_model, model_family=model_family, **settings)
+        try:
+            segmenter = Segmenter.from_pretrained(segmentation_model, device=args.device)
+        except BaseException:
+            reasoner.close()
+            raise
+        pipeline = SegZeroPipeline(reasoner, segmenter)
+    family = getattr(pipeline.reasoner, "family", None)
+    if family is not None and (family.frame != "absolute" or family.image_size != REASONING_SIZE):
+        pipeline.close()
+        raise ValueError(
+            f"model family {family.name!r} answers in a {family.frame} frame of "
+            f"{family.frame_width}; `segzero` reads only absolute {REASONING_SIZE}-pixel answers "
+            "so far"
+        )
+    return pipeline
 
 
 def _print_result(result) -> None:

@@ -1,8 +1,9 @@
 """The reasoning model: image + query in, the model's text (think + answer) out.
 
-Follows the released Seg-Zero inference recipe: every image is resized to 840x840 (the frame
-the answer's coordinates live in), the user turn is the image then the one training prompt,
-and decoding is greedy. Parsing the answer is not this module's job.
+Follows the released Seg-Zero inference recipe: every image is resized to a square (840x840
+for Seg-Zero; the model family's `image_size`, `segzero_model.families`), the user turn is the
+image then the family's prompt, and decoding is greedy. Parsing the answer is not this module's
+job.
 """
 
 from __future__ import annotations
@@ -13,14 +14,21 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from segzero_model.device import default_attention, resolve_device, resolve_dtype
 from segzero_model.errors import ModelNotFoundError
-from segzero_model.geometry import REASONING_SIZE
-from segzero_model.prompt import build_messages, checkpoint_prompt_variant
+from segzero_model.families import (
+    FAMILIES,
+    SUPPORTED_MODEL_TYPES,
+    Family,
+    check_image_size,
+    family_for_checkpoint,
+)
+from segzero_model.prompt import build_prompt, checkpoint_prompt_variant
 from segzero_model.reply import DEFAULT_VARIANT
 
 if TYPE_CHECKING:
@@ -30,7 +38,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl")
+__all__ = ["SUPPORTED_MODEL_TYPES", "Generation", "Reasoner", "resolve_checkpoint"]
 
 # What a checkpoint needs on disk; anything else in a hub repo is not downloaded.
 _DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model"]
@@ -51,7 +59,8 @@ class Generation:
 
 
 class Reasoner:
-    """A Qwen2.5-VL (or Qwen2-VL) checkpoint and its processor, ready for greedy generation."""
+    """A Qwen2.5-VL, Qwen2-VL or Qwen3-VL checkpoint and its processor, ready for greedy
+    generation in its model family's prompt and image size."""
 
     def __init__(
         self,
@@ -63,11 +72,17 @@ class Reasoner:
         max_new_tokens: int,
         thinking: bool = True,
         answer: str = DEFAULT_VARIANT,
+        family: Family | None = None,
     ):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        # The prompt variant the model was trained with (ablation checkpoints differ).
+        # The Seg-Zero prompt variant the model was trained with (ablation checkpoints differ);
+        # it makes the prompt when no family is given.
         self.prompt_variant = {"thinking": thinking, "answer": answer}
+        if family is None:
+            prompt = partial(build_prompt, thinking=thinking, answer=answer)
+            family = replace(FAMILIES["seg_zero"], prompt=prompt)
+        self.family = family
         self.model = model
         self.processor = processor
         self.model_id = model_id
@@ -84,13 +99,17 @@ class Reasoner:
         dtype: str | None = None,
         attn_implementation: str | None = None,
         max_new_tokens: int = 1024,
+        model_family: str | Family = "auto",
     ) -> Reasoner:
         """Load from a local directory or a hub id (the local HF cache first, then a download).
 
-        A checkpoint trained by training/grpo.py or sft.py carries the prompt variant it was
-        trained with (`prompt.RECIPE_FILE`); it is asked in that variant.
+        `model_family` ("auto": by model type and recipe; a family name; a family .yaml path;
+        a `families.Family`) fixes the prompt and the image size. A checkpoint trained by
+        training/grpo.py or sft.py carries the prompt variant it was trained with
+        (`prompt.RECIPE_FILE`); it is asked in that variant.
         Raises ModelNotFoundError, within seconds when offline, if the checkpoint cannot be had,
-        and ValueError for a model type other than Qwen2.5-VL / Qwen2-VL.
+        and ValueError for a model type not in `SUPPORTED_MODEL_TYPES`, an unknown family, or
+        a family image size the processor would resize.
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -111,7 +130,9 @@ class Reasoner:
                     f"reasoning model {model_id!r} is a {config.model_type!r} model; "
                     f"expected one of {SUPPORTED_MODEL_TYPES}"
                 )
+            family = family_for_checkpoint(path, model_family)
             processor = AutoProcessor.from_pretrained(path, **local)
+            check_image_size(processor, family.image_size)
             net = AutoModelForImageTextToText.from_pretrained(
                 path,
                 config=config,
@@ -127,8 +148,9 @@ class Reasoner:
         processor.tokenizer.padding_side = "left"
         net.eval().to(device)
         logger.info(
-            "loaded reasoning model %s (%s, %s, %s) in %.1fs",
+            "loaded reasoning model %s (family %s; %s, %s, %s) in %.1fs",
             model_id,
+            family.name,
             device,
             torch_dtype,
             attn_implementation,
@@ -140,6 +162,7 @@ class Reasoner:
             model_id=model_id,
             device=device,
             max_new_tokens=max_new_tokens,
+            family=family,
             **checkpoint_prompt_variant(path),
         )
 
@@ -221,15 +244,17 @@ class Reasoner:
         """The processor's batch that generate() feeds the model (input_ids, attention_mask,
         pixel_values, image_grid_thw, ...), left-padded and on the reasoner's device.
 
-        Each image becomes 840x840 RGB (bilinear), so it always takes 900 image tokens; the user
-        turn is the image followed by `build_prompt(query)`, then the assistant prompt.
+        Each image becomes a square of the family's image size, RGB (bilinear): for Seg-Zero
+        840x840, always 900 image tokens; the user turn is the image followed by the family's
+        prompt for the query (Seg-Zero: `build_prompt(query)`), then the assistant prompt.
         """
         if len(images) != len(queries):
             raise ValueError(f"got {len(images)} images but {len(queries)} queries")
-        pictures = [_reasoning_image(image) for image in images]
+        size = self.family.image_size
+        pictures = [_reasoning_image(image, size) for image in images]
         texts = [
             self.processor.apply_chat_template(
-                build_messages(query, **self.prompt_variant),
+                _messages(self.family.prompt(query)),
                 tokenize=False,
                 add_generation_prompt=True,
             )
@@ -256,15 +281,19 @@ class Reasoner:
         self.close()
 
 
-def _reasoning_image(image) -> Image.Image:
-    """RGB PIL image at 840x840 (bilinear), the frame the model answers in. Any layout that
+def _messages(text: str) -> list[dict]:
+    """One user turn: the image, then the text (as `prompt.build_messages` builds it)."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+
+
+def _reasoning_image(image, size: int) -> Image.Image:
+    """RGB PIL image at `size` x `size` (bilinear), the frame the model answers in. Any layout
     `images.to_rgb8` takes (gray, RGBA, 16-bit, float, PIL of any mode) is converted first."""
     from PIL import Image
 
     from segzero_model.images import to_rgb8
 
-    size = (REASONING_SIZE, REASONING_SIZE)
-    return Image.fromarray(to_rgb8(image)).resize(size, Image.BILINEAR)
+    return Image.fromarray(to_rgb8(image)).resize((size, size), Image.BILINEAR)
 
 
 def resolve_checkpoint(name: str, *, is_path: bool = False) -> Path:

@@ -281,3 +281,34 @@ def test_a_trained_checkpoint_is_asked_in_its_recipes_prompt_variant(tiny_qwen_d
     (tmp_path / "model" / RECIPE_FILE).write_text(json.dumps({"answer": "mask"}))
     with pytest.raises(ValueError, match="unknown prompt variant"):
         Reasoner.from_pretrained(tmp_path / "model", device="cpu")
+
+
+def test_a_named_family_gives_its_prompt_and_image_size(tiny_qwen_dir):
+    from segzero_model.families import FAMILIES
+
+    reasoner = Reasoner.from_pretrained(
+        tiny_qwen_dir, device="cpu", max_new_tokens=4, model_family="vision_reasoner"
+    )
+    assert reasoner.family.name == "vision_reasoner"
+    inputs = reasoner.prepare_inputs([noise()], ["The Red Cup?"])
+    text = reasoner.processor.tokenizer.decode(inputs["input_ids"][0])
+    assert text.endswith(
+        FAMILIES["vision_reasoner"].prompt("the red cup") + "<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert inputs["image_grid_thw"].tolist() == [[1, 60, 60]]
+
+
+def test_auto_is_seg_zero_and_qwen3_vl_is_a_supported_type(tiny_reasoner):
+    from segzero_model.reasoner import SUPPORTED_MODEL_TYPES
+
+    assert tiny_reasoner.family.name == "seg_zero"
+    assert {"qwen2_5_vl", "qwen2_vl", "qwen3_vl"} <= set(SUPPORTED_MODEL_TYPES)
+
+
+def test_a_family_image_size_the_processor_would_resize_is_refused(tiny_qwen_dir, tmp_path):
+    path = tmp_path / "family.yaml"
+    path.write_text("prompt: '{question}'\nanswer: single\nframe: absolute\nimage_size: 900\n")
+    with pytest.raises(ValueError, match="image size 900 would be resized"):
+        Reasoner.from_pretrained(tiny_qwen_dir, device="cpu", model_family=str(path))
+    with pytest.raises(ValueError, match="unknown model family 'nope'"):
+        Reasoner.from_pretrained(tiny_qwen_dir, device="cpu", model_family="nope")

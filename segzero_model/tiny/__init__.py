@@ -82,6 +82,35 @@ def ensure_tiny_models(cache_dir: str | os.PathLike | None = None) -> tuple[Path
     return target / "reasoner", target / "segmenter"
 
 
+def qwen3_vl_fingerprint() -> str:
+    """A short hash of the tiny Qwen3-VL builder's source and of what it imports (the tiny
+    Qwen2.5-VL tokenizer and training helpers, the prompt in its tokenizer corpus). Its own key,
+    so adding it left `builder_fingerprint`, and the caches built under it, unchanged."""
+    import segzero_model.prompt
+
+    digest = hashlib.sha256()
+    for name in ("qwen3.py", "qwen.py"):
+        digest.update((Path(__file__).parent / name).read_bytes())
+    digest.update(Path(segzero_model.prompt.__file__).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def ensure_tiny_qwen3_vl(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Return the tiny Qwen3-VL checkpoint's directory, building it once into the cache."""
+    from segzero_model.tiny.qwen3 import write_tiny_qwen3_vl
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = root / f"tiny-qwen3-vl-{qwen3_vl_fingerprint()}"
+
+    def built(path: Path) -> bool:
+        return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+
+    if not built(target):
+        logger.warning("building the tiny Qwen3-VL checkpoint in %s (once, under a minute)", target)
+        build_into_cache(target, write_tiny_qwen3_vl, built)
+    return target
+
+
 def build_into_cache(
     target: Path, build: Callable[[Path], object], built: Callable[[Path], bool]
 ) -> Path:
