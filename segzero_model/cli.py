@@ -1,7 +1,8 @@
 """The `segzero` command: `infer` segments one image from a text query; `track` answers a query
 on a video's first frame and follows the object through the rest; `make-tiny` writes the tiny
 offline checkpoints. `infer --depth` adds the object's 3D position and size from a depth image.
-Exit codes: 0 success, 1 the query failed (see status), 2 bad arguments, a missing or
+Exit codes: 0 success, also when the model answers that no such object is in view (status
+not_found: a valid answer), 1 the query failed (see status), 2 bad arguments, a missing or
 unreadable image, video or depth file, or a model that cannot be found. A depth problem found
 after the answer (no valid depth under the mask, ...) is a status line, never a failure."""
 
@@ -26,6 +27,7 @@ from segzero_model.depth import (
 from segzero_model.device import DeviceUnavailableError
 from segzero_model.errors import ImageLoadError, ModelNotFoundError
 from segzero_model.pipeline import DEFAULT_REASONING_MODEL, DEFAULT_SEGMENTATION_MODEL
+from segzero_model.result import Status
 from segzero_model.tracking import TrackSettings
 
 EXIT_FAILED_QUERY = 1
@@ -45,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="NAME|auto|FILE.yaml",
         help="how the reasoner is prompted and its answer read: auto (by the checkpoint's model "
-        "type and recipe), seg_zero, vision_reasoner, qwen3_vl, or a family .yaml file. infer "
-        "reads answers in the 840-pixel frame only: a list family (vision_reasoner) gives its "
-        "first object's box; a relative-frame family (qwen3_vl) is refused for now",
+        "type and recipe), seg_zero, vision_reasoner, qwen3_vl, or a family .yaml file; with "
+        "--tiny, qwen3_vl uses the tiny Qwen3-VL (it answers two objects for a query with the "
+        'word "all", none for "unicorn", else one)',
     )
     infer.add_argument("--output", type=Path, help="write a PNG overlay (mask, box, points)")
     infer.add_argument("--json", type=Path, help="write the result as JSON")
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tiny_option(infer)
 
     track = commands.add_parser(
-        "track", help="answer a query on a clip's first frame, then track the object"
+        "track", help="answer a query on a clip's first frame, then track each object it names"
     )
     track.add_argument(
         "--video", type=Path, metavar="FILE", help="video file (anything OpenCV reads: mp4, avi)"
@@ -204,7 +206,7 @@ def _infer(args) -> int:
 
         save_image(args.output, draw_overlay(image, result))
         print(f"wrote {args.output}")
-    return 0 if result.ok else EXIT_FAILED_QUERY
+    return 0 if result.ok or result.status is Status.NOT_FOUND else EXIT_FAILED_QUERY
 
 
 class _DepthInputError(ValueError):
@@ -330,7 +332,7 @@ def _track(args) -> int:
     if not run.result.ok:
         print(f"not tracked: the first frame's answer is {run.result.status.value}")
         print(f"wrote {run.jsonl}")
-        return EXIT_FAILED_QUERY
+        return 0 if run.result.status is Status.NOT_FOUND else EXIT_FAILED_QUERY
     _print_track_summary(run)
     return 0
 
@@ -356,18 +358,20 @@ def _model_names(args) -> tuple[str, str]:
             args.reasoning_model or DEFAULT_REASONING_MODEL,
             args.segmentation_model or DEFAULT_SEGMENTATION_MODEL,
         )
-    from segzero_model.tiny import TINY_WARNING, ensure_tiny_models
+    from segzero_model.tiny import TINY_WARNING, ensure_tiny_models, ensure_tiny_qwen3_vl
 
     print(TINY_WARNING, file=sys.stderr)
     if args.reasoning_model or args.segmentation_model:
         print("note: --tiny replaces --reasoning-model / --segmentation-model", file=sys.stderr)
-    return tuple(str(path) for path in ensure_tiny_models())
+    reasoner, segmenter = ensure_tiny_models()
+    if getattr(args, "model_family", "auto") == "qwen3_vl":
+        reasoner = ensure_tiny_qwen3_vl()
+    return str(reasoner), str(segmenter)
 
 
 def _load_pipeline(args, reasoning_model: str, segmentation_model: str):
-    """The pipeline, its reasoner in `--model-family`'s family; ValueError for a family whose
-    answer frame the pipeline does not read (anything but absolute pixels of 840x840)."""
-    from segzero_model.geometry import REASONING_SIZE
+    """The pipeline, its reasoner in `--model-family`'s family (`auto` when the command has no
+    such option)."""
     from segzero_model.pipeline import SegZeroPipeline
     from segzero_model.reasoner import Reasoner
     from segzero_model.segmenter import Segmenter
@@ -376,39 +380,48 @@ def _load_pipeline(args, reasoning_model: str, segmentation_model: str):
     model_family = getattr(args, "model_family", "auto")
     settings = {"device": args.device, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens}
     if model_family == "auto":
-        pipeline = SegZeroPipeline.from_pretrained(reasoning_model, segmentation_model, **settings)
-    else:
-        reasoner = Reasoner.from_pretrained(reasoning_model, model_family=model_family, **settings)
-        try:
-            segmenter = Segmenter.from_pretrained(segmentation_model, device=args.device)
-        except BaseException:
-            reasoner.close()
-            raise
-        pipeline = SegZeroPipeline(reasoner, segmenter)
-    family = getattr(pipeline.reasoner, "family", None)
-    if family is not None and (family.frame != "absolute" or family.image_size != REASONING_SIZE):
-        pipeline.close()
-        raise ValueError(
-            f"model family {family.name!r} answers in a {family.frame} frame of "
-            f"{family.frame_width}; `segzero` reads only absolute {REASONING_SIZE}-pixel answers "
-            "so far"
-        )
-    return pipeline
+        return SegZeroPipeline.from_pretrained(reasoning_model, segmentation_model, **settings)
+    reasoner = Reasoner.from_pretrained(reasoning_model, model_family=model_family, **settings)
+    try:
+        segmenter = Segmenter.from_pretrained(segmentation_model, device=args.device)
+    except BaseException:
+        reasoner.close()
+        raise
+    return SegZeroPipeline(reasoner, segmenter)
 
 
 def _print_result(result) -> None:
+    """The status, the reasoning, then every object (box, points, score, mask area)."""
     print(f"status:    {result.status.value}" + (f" ({result.reason})" if result.reason else ""))
     print(f"reasoning: {result.reasoning if result.reasoning is not None else '-'}")
-    if result.bbox is not None:
-        print("bbox:      [" + ", ".join(f"{v:.1f}" for v in result.bbox) + "]")
-    if result.points is not None:
-        print("points:    " + ", ".join(f"({x:.1f}, {y:.1f})" for x, y in result.points))
-    if result.mask is not None:
-        print(f"mask:      {result.mask_area} pixels, score {result.score:.3f}")
+    if result.status is Status.NOT_FOUND:
+        print("objects:   none (the model found no such object)")
+    objects = result.objects
+    if len(objects) > 1:
+        print(f"objects:   {len(objects)}")
+    for index, obj in enumerate(objects, start=1):
+        prefix = f"object {index}:" if len(objects) > 1 else None
+        if prefix:
+            print(prefix)
+        _print_object(obj.bbox, obj.points, obj.mask, obj.score, "  " if prefix else "")
+    if len(objects) > 1 and result.mask is not None:
+        print(f"mask:      {result.mask_area} pixels (union of the {len(objects)} objects)")
+    if not objects:  # a result made without objects (older callers, test doubles)
+        _print_object(result.bbox, result.points, result.mask, result.score, "")
     timings = ", ".join(
         f"{name} {seconds * 1000:.0f} ms" for name, seconds in result.timings.items()
     )
     print(f"timings:   {timings}")
+
+
+def _print_object(bbox, points, mask, score, indent: str) -> None:
+    if bbox is not None:
+        print(f"{indent}bbox:      [" + ", ".join(f"{v:.1f}" for v in bbox) + "]")
+    if points:
+        print(f"{indent}points:    " + ", ".join(f"({x:.1f}, {y:.1f})" for x, y in points))
+    if mask is not None:
+        area = int(np.count_nonzero(mask))
+        print(f"{indent}mask:      {area} pixels, score {score:.3f}")
 
 
 def _usage_error(message: str) -> int:

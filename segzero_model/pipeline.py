@@ -1,5 +1,9 @@
 """`SegZeroPipeline`: reasoner → answer parser → frame scaling → SAM2, one result per query.
 
+The answer is read in the reasoner's model family (`answer.parse_objects`): one or several
+objects, each prompted into SAM2 on the same image embedding, or an explicit "no object"
+(Status.NOT_FOUND, which is an answer, not a failure).
+
 Failures of one query (bad image, bad query, unparseable answer, out of memory, cancellation)
 become a `SegmentationResult` with an error status and a reason; they are never raised, so a
 long-running caller such as the ROS node keeps going.
@@ -14,11 +18,17 @@ from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
-from segzero_model.answer import AnswerFormatError, extract_thinking, parse_answer
+from segzero_model.answer import (
+    AnswerFormatError,
+    FoundTarget,
+    extract_thinking,
+    parse_answer,
+    parse_objects,
+)
 from segzero_model.errors import InvalidImageError
 from segzero_model.geometry import scale_box, scale_xy
 from segzero_model.images import to_rgb8
-from segzero_model.result import SegmentationResult, Status
+from segzero_model.result import ObjectResult, SegmentationResult, Status
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +66,19 @@ class SegZeroPipeline:
         dtype: str | None = None,
         max_new_tokens: int = 1024,
         max_query_chars: int = MAX_QUERY_CHARS,
+        model_family: str = "auto",
     ) -> SegZeroPipeline:
-        """Load both models (hub ids or local directories); raises `ModelNotFoundError`."""
+        """Load both models (hub ids or local directories); raises `ModelNotFoundError`.
+        `model_family`: "auto" (from the checkpoint), a family name or a family YAML file."""
         from segzero_model.reasoner import Reasoner
         from segzero_model.segmenter import Segmenter
 
         reasoner = Reasoner.from_pretrained(
-            reasoning_model, device=device, dtype=dtype, max_new_tokens=max_new_tokens
+            reasoning_model,
+            device=device,
+            dtype=dtype,
+            max_new_tokens=max_new_tokens,
+            model_family=model_family,
         )
         try:
             segmenter = Segmenter.from_pretrained(segmentation_model, device=device)
@@ -169,34 +185,51 @@ class SegZeroPipeline:
             return result
         parse_started = time.perf_counter()
         try:
-            answer = parse_answer(generation.text)
+            found = self._parse(generation.text, size)
         except AnswerFormatError as error:
             result.status, result.reason = Status.UNPARSEABLE_ANSWER, str(error)
-            result.reasoning = extract_thinking(generation.text)
             logger.warning("unparseable answer for %r: %s", query, error)
             return result
         finally:
             result.timings["parse"] = time.perf_counter() - parse_started
-        result.reasoning = answer.thinking
-        width, height = size
-        if answer.bbox is not None:
-            result.bbox = scale_box(answer.bbox, width, height)
-        if answer.points is not None:
-            result.points = tuple(scale_xy(x, y, width, height) for x, y in answer.points)
+            result.reasoning = extract_thinking(generation.text)
+        if not found:
+            result.status, result.reason = Status.NOT_FOUND, "the model found no such object"
+            return result
+        result.objects = [ObjectResult(t.bbox, t.points) for t in found]
+        result.bbox, result.points = found[0].bbox, found[0].points or None
         self._segment(rgb, key, result)
         return result
 
+    def _parse(self, text: str, size: tuple[int, int]) -> list[FoundTarget]:
+        """The answer's objects in the image's pixels, read in the reasoner's family; a reasoner
+        without one (a test double) answers in Seg-Zero's single-object 840 frame."""
+        width, height = size
+        family = getattr(self.reasoner, "family", None)
+        if family is not None:
+            return parse_objects(text, family, width, height)
+        answer = parse_answer(text)
+        box = None if answer.bbox is None else scale_box(answer.bbox, width, height)
+        points = tuple(scale_xy(x, y, width, height) for x, y in answer.points or ())
+        return [FoundTarget(box, points)]
+
     def _segment(self, rgb, key, result: SegmentationResult) -> None:
+        """One embedding of the image, then one SAM2 prompt per object; `result.mask` is the
+        union of the objects' masks and `result.score` the first object's score."""
         try:
             started = time.perf_counter()
             self.segmenter.set_image(rgb, key=key)
             embedded = time.perf_counter()
-            result.mask, result.score = self.segmenter.predict(result.bbox, result.points)
+            for obj in result.objects:
+                obj.mask, obj.score = self.segmenter.predict(obj.bbox, obj.points or None)
             result.timings["sam_embedding"] = embedded - started
             result.timings["sam_mask"] = time.perf_counter() - embedded
         except Exception as error:  # noqa: BLE001 - reported in the result
             logger.exception("segmentation failed for %r", result.query)
             result.status, result.reason = _error_status(error), f"segmentation failed: {error}"
+            return
+        result.mask = np.logical_or.reduce([obj.mask for obj in result.objects])
+        result.score = result.objects[0].score
 
     @staticmethod
     def _failure(status: Status, reason: str, query, size) -> SegmentationResult:

@@ -1,8 +1,10 @@
 """`segzero track`'s run: answer a query on a clip's first frame, then follow its mask.
 
-The full pipeline (reasoner + SAM2) runs once, on the first frame. When that answer is OK its
-mask starts a track in a `TrackSession`, and every later frame only pays for a SAM2 tracking
-step. A LOST track is ended and the remaining frames are passed through untracked.
+The full pipeline (reasoner + SAM2) runs once, on the first frame. When that answer is OK each
+object's mask starts a track in a `TrackSession` (the query, then the query plus " #2", " #3",
+... for the others, so they do not replace each other), and every later frame only pays for a
+SAM2 tracking step. A LOST track is ended; when none is left the remaining frames are passed
+through untracked. A NOT_FOUND answer (no such object in view) starts nothing.
 
 Frames are read one at a time (a video through cv2.VideoCapture, or a folder's .jpg/.jpeg/.png
 files in name order), so a clip of any length fits in memory. Outputs, in one folder:
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from segzero_model.errors import ImageLoadError
-from segzero_model.overlay import BOX_COLOR, MASK_COLOR, draw_overlay
+from segzero_model.overlay import BOX_COLOR, MASK_COLOR, OBJECT_COLORS, draw_overlay
 from segzero_model.result import SegmentationResult
 from segzero_model.tracking import LOST, TRACKING, TrackSession, TrackSettings, TrackStatus
 
@@ -160,18 +162,25 @@ class FolderOverlayWriter:
         pass
 
 
-def draw_frame(image_rgb: np.ndarray, state: str, status: TrackStatus | None) -> np.ndarray:
-    """The frame with the track's mask tinted, its box, and its state written top left."""
+def draw_frame(
+    image_rgb: np.ndarray, state: str, status: TrackStatus | list[TrackStatus] | None
+) -> np.ndarray:
+    """The frame with each TRACKING track's mask tinted and its box drawn, and the state
+    (with the first track's score) written top left."""
     import cv2
 
     canvas = image_rgb.copy()
-    if status is not None and status.state == TRACKING:
-        tint = np.array(MASK_COLOR, dtype=np.float32)
-        canvas[status.mask] = (canvas[status.mask] * 0.5 + tint * 0.5).astype(np.uint8)
-        if status.box is not None:
-            x0, y0, x1, y1 = status.box
+    statuses = [] if status is None else status if isinstance(status, list) else [status]
+    for index, each in enumerate(statuses):
+        if each.state != TRACKING:
+            continue
+        color = MASK_COLOR if index == 0 else OBJECT_COLORS[index % len(OBJECT_COLORS)]
+        tint = np.array(color, dtype=np.float32)
+        canvas[each.mask] = (canvas[each.mask] * 0.5 + tint * 0.5).astype(np.uint8)
+        if each.box is not None:
+            x0, y0, x1, y1 = each.box
             cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), BOX_COLOR, 1)
-    label = state if status is None else f"{state} {status.score:.2f}"
+    label = state if not statuses else f"{state} {statuses[0].score:.2f}"
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.35, image_rgb.shape[0] / 1000)
     (width, height), baseline = cv2.getTextSize(label, font, scale, 1)
     cv2.rectangle(canvas, (0, 0), (width + 6, height + baseline + 6), (0, 0, 0), -1)
@@ -188,8 +197,8 @@ class TrackRun:
 
     result: SegmentationResult
     frames: int = 0  # frames read (and written)
-    tracked: int = 0  # frames after the first on which the track was TRACKING
-    lost_at: int | None = None  # the frame that reported LOST
+    tracked: int = 0  # frames after the first on which a track was TRACKING
+    lost_at: int | None = None  # the frame that reported the last track LOST
     lost_reason: str = ""
     track_seconds: list[float] = field(default_factory=list)  # one per tracking step
     jsonl: Path | None = None
@@ -200,8 +209,20 @@ class TrackRun:
         return statistics.median(self.track_seconds) * 1000 if self.track_seconds else None
 
 
-def frame_record(index: int, state: str, status: TrackStatus | None, seconds: float | None) -> dict:
-    """One frames.jsonl line: the track's box (XYXY pixels), score and mask area on a frame."""
+def frame_record(
+    index: int,
+    state: str,
+    status: TrackStatus | list[TrackStatus] | None,
+    seconds: float | None,
+) -> dict:
+    """One frames.jsonl line: the (first) track's box (XYXY pixels), score and mask area on a
+    frame; with several tracks, also "tracks": each one's query, state, box, score and area."""
+    if isinstance(status, list):
+        statuses, status = status, (status[0] if status else None)
+        record = frame_record(index, state, status, seconds)
+        if len(statuses) > 1:
+            record["tracks"] = [_track_record(each) for each in statuses]
+        return record
     return {
         "frame": index,
         "state": state,
@@ -213,10 +234,23 @@ def frame_record(index: int, state: str, status: TrackStatus | None, seconds: fl
     }
 
 
+def _track_record(status: TrackStatus) -> dict:
+    return {
+        "track_id": status.track_id,
+        "query": status.query,
+        "state": status.state,
+        "box": None if status.box is None else list(status.box),
+        "score": round(status.score, 4),
+        "area": status.area,
+        **({"reason": status.reason} if status.reason else {}),
+    }
+
+
 def result_summary(result: SegmentationResult) -> dict:
     """The first frame's answer, as frames.jsonl's first line carries it."""
     summary = result.to_json_dict()
     keep = ("status", "reason", "bbox", "points", "reasoning", "score", "mask_area", "timings")
+    keep += ("objects",)
     return {key: summary[key] for key in keep}
 
 
@@ -232,8 +266,9 @@ def track_video(
     """Answer `query` on the first frame with `pipeline`, then track its mask on the rest, with
     a tracker on the pipeline's own SAM2 model (no second copy of the weights).
 
-    Writes frames.jsonl and the overlay under `output`. When the first answer is not OK only
-    that frame's line is written and the run stops (`run.result.ok` is False)."""
+    Writes frames.jsonl and the overlay under `output`. When the first answer is not OK (a
+    failure, or NOT_FOUND) only that frame's line is written and the run stops
+    (`run.result.ok` is False)."""
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     output = Path(output)
@@ -259,7 +294,14 @@ def _run(pipeline, frames, source, query, output, settings, max_frames) -> Track
             return run
         tracker = StreamingTracker(pipeline.segmenter.model, device=pipeline.segmenter.device)
         session = TrackSession(tracker, settings)
-        status, _ = session.start(first, query, mask=result.mask)
+        masks = [obj.mask for obj in result.objects] or [result.mask]
+        names = [query] + [f"{query} #{k}" for k in range(2, len(masks) + 1)]
+        started = [
+            session.start(first, name, mask=mask)[0]
+            for name, mask in zip(names, masks, strict=True)
+        ]
+        # A start beyond max_tracks ends the oldest: keep the statuses of tracks still followed.
+        status = [each for each in started if each.track_id in session.queries]
         writer = (
             VideoOverlayWriter(output / VIDEO_NAME, frames.fps)
             if frames.fps is not None
@@ -274,15 +316,17 @@ def _run(pipeline, frames, source, query, output, settings, max_frames) -> Track
             for index, image in enumerate(rest, start=1):
                 state, status, seconds = NOT_TRACKED, None, None
                 if run.lost_at is None:
-                    started = time.perf_counter()
-                    (status,) = session.step(image)
-                    seconds = time.perf_counter() - started
+                    began = time.perf_counter()
+                    status = session.step(image)
+                    seconds = time.perf_counter() - began
                     run.track_seconds.append(seconds)
-                    state = status.state
-                    if state == LOST:
-                        run.lost_at, run.lost_reason = index, status.reason
-                    else:
+                    if any(each.state == TRACKING for each in status):
+                        state = TRACKING
                         run.tracked += 1
+                    else:  # the last tracks were lost on this frame
+                        state = LOST
+                        run.lost_at = index
+                        run.lost_reason = "; ".join(each.reason for each in status)
                 jsonl.write(json.dumps(frame_record(index, state, status, seconds)) + "\n")
                 writer.write(draw_frame(image, state, status))
                 run.frames += 1

@@ -1,7 +1,8 @@
 """`segzero-query`: send one query to the perception node's `Segment` action and print what
 comes back — the reasoning as it streams, then the status, box and points. Ctrl-C cancels the
 goal. Exit status: 0 OK, 1 the node answered with a failure status, 2 no server / timeout /
-bad arguments, 130 interrupted.
+bad arguments, 3 NOT_FOUND (the model answered that no such object is in view), 130
+interrupted.
 
 Arguments after `--ros-args` go to ROS, e.g. `segzero-query "the red cup" --ros-args -r
 __ns:=/left` asks the node started in the namespace /left (the action name is relative)."""
@@ -15,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_NOT_FOUND, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class _Interrupted(Exception):
@@ -176,6 +177,13 @@ def _report(result, args, image, printed_reasoning: bool) -> int:
     print(f"status:    {result.status_name}" + (f" ({result.error})" if result.error else ""))
     if not printed_reasoning or args.quiet:
         print(f"reasoning: {result.reasoning or '-'}")
+    if result.status_name == "NOT_FOUND":
+        print("not found: the model answered that no such object is in view")
+        return EXIT_NOT_FOUND
+    if len(result.objects) > 1:
+        print(f"objects:   {len(result.objects)} (bbox, points and score below: the first's)")
+        for line in object_lines(result.objects):
+            print(line)
     if result.has_bbox:
         print("bbox:      [" + ", ".join(f"{v:.1f}" for v in result.bbox) + "]")
     if result.points:
@@ -187,6 +195,19 @@ def _report(result, args, image, printed_reasoning: bool) -> int:
         print(f"mask:      {int(mask.sum())} pixels, score {result.score:.3f}")
         _save_outputs(args, image, result, mask)
     return EXIT_OK if result.status_name == "OK" else EXIT_FAILED
+
+
+def object_lines(objects) -> list[str]:
+    """One line per SegmentedObject: its number, box, points, score and area."""
+    lines = []
+    for obj in objects:
+        box = "[" + ", ".join(f"{v:.1f}" for v in obj.bbox) + "]" if obj.has_bbox else "-"
+        points = ", ".join(f"({p.x:.1f}, {p.y:.1f})" for p in obj.points) or "-"
+        lines.append(
+            f"  #{obj.instance_id}: bbox {box}, points {points}, "
+            f"score {obj.score:.3f}, area {obj.area}"
+        )
+    return lines
 
 
 def _mask(result):

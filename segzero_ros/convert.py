@@ -7,6 +7,8 @@ are converted here; other encodings go to ROS 2's cv_bridge when it is installed
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from segzero_model.result import SegmentationResult, Status
@@ -33,6 +35,7 @@ STATUS_CODES = {
     Status.CANCELLED: 4,
     Status.OUT_OF_MEMORY: 5,
     Status.ERROR: 6,
+    Status.NOT_FOUND: 10,  # the model answered that no such object is in view
 }
 # Failures that only the node can produce (no image yet, stale image, dropped from the queue).
 NO_IMAGE, STALE_IMAGE, DROPPED = 7, 8, 9
@@ -176,6 +179,86 @@ def mask_to_image_msg(mask: np.ndarray, header):
     return rgb_to_image_msg(mono, header, encoding="mono8")
 
 
+@dataclass(frozen=True)
+class AnsweredObject:
+    """One object of an answer, as the node uses it (segzero_model's ObjectResult, or the
+    single object of a result that has no `objects`)."""
+
+    bbox: tuple | None
+    points: tuple | None
+    mask: np.ndarray | None
+    score: float | None
+
+    @property
+    def area(self) -> int:
+        return 0 if self.mask is None else int(np.count_nonzero(self.mask))
+
+
+def result_objects(result: SegmentationResult) -> list[AnsweredObject]:
+    """The objects of an OK result in answer order ([] for any other status). A result without
+    `objects` (or with none) is one object made of its bbox, points, mask and score."""
+    if result.status is not Status.OK:
+        return []
+    objects = getattr(result, "objects", None)
+    if objects:
+        return [AnsweredObject(o.bbox, o.points, o.mask, o.score) for o in objects]
+    if result.bbox is None and result.mask is None:
+        return []
+    return [AnsweredObject(result.bbox, result.points, result.mask, result.score)]
+
+
+def instance_labels(objects: list[AnsweredObject], shape: tuple[int, int]) -> np.ndarray:
+    """HxW uint16 label image: 0 background, k + 1 on object k's mask; where masks overlap the
+    earlier object (the lower label) keeps the pixel."""
+    labels = np.zeros(shape, dtype=np.uint16)
+    for k in range(len(objects) - 1, -1, -1):
+        mask = objects[k].mask
+        if mask is not None:
+            labels[np.asarray(mask, dtype=bool)] = k + 1
+    return labels
+
+
+def labels_to_image_msg(labels: np.ndarray, header):
+    """HxW uint16 labels → mono16 sensor_msgs/Image (little-endian) with `header`."""
+    from sensor_msgs.msg import Image
+
+    array = np.ascontiguousarray(labels, dtype="<u2")
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
+    msg.encoding = "mono16"
+    msg.is_bigendian = 0
+    msg.step = int(array.strides[0])
+    msg.data = array.tobytes()
+    return msg
+
+
+def instance_image_msg(result: SegmentationResult, header):
+    """The instance image of an OK result with a mask (mono16, 0 = background, object k = k,
+    counting from 1), or None."""
+    objects = result_objects(result)
+    if result.mask is None or not objects:
+        return None
+    return labels_to_image_msg(instance_labels(objects, result.mask.shape[:2]), header)
+
+
+def object_msg(obj: AnsweredObject, instance_id: int):
+    """One answered object → segzero_ros/SegmentedObject (no position: the 3D stage fills it)."""
+    from geometry_msgs.msg import Point
+
+    from segzero_ros.msg import SegmentedObject
+
+    msg = SegmentedObject()
+    if obj.bbox is not None:
+        msg.has_bbox = True
+        msg.bbox = [float(v) for v in obj.bbox]
+    msg.points = [Point(x=float(x), y=float(y), z=0.0) for x, y in obj.points or ()]
+    msg.score = float(obj.score) if obj.score is not None else 0.0
+    msg.area = obj.area
+    msg.instance_id = instance_id
+    return msg
+
+
 def result_to_msg(
     result: SegmentationResult,
     header,
@@ -183,7 +266,8 @@ def result_to_msg(
     status_code: int | None = None,
 ):
     """`SegmentationResult` → segzero_ros/SegmentationResult. `status_code` overrides the status
-    for failures only the node knows (NO_IMAGE, STALE_IMAGE, DROPPED)."""
+    for failures only the node knows (NO_IMAGE, STALE_IMAGE, DROPPED). An OK result's `objects`
+    hold every answered object (bbox, points, score stay the first one's, mask the union)."""
     from geometry_msgs.msg import Point
 
     from segzero_ros.msg import SegmentationResult as ResultMsg
@@ -209,5 +293,7 @@ def result_to_msg(
         StageTiming(stage=name, seconds=float(seconds)) for name, seconds in result.timings.items()
     ]
     msg.generated_tokens = int(result.num_generated_tokens)
+    if status_code is None:
+        msg.objects = [object_msg(o, k) for k, o in enumerate(result_objects(result), start=1)]
     msg.depth_status_name = "OFF"  # until the 3D stage (segzero_ros.spatial) locates it
     return msg

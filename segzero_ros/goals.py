@@ -4,8 +4,9 @@ A goal is accepted whenever the node is active (a full queue answers it DROPPED,
 reason, rather than a bare rejection) and queued as a job like a topic query. Its execute
 callback runs on an executor thread from the moment the worker takes the job (or at once, for a
 goal that ended without running: dropped, cancelled while queued) until the job's outcome is
-there; the terminal state follows the result: OK succeeds, a client's cancel is CANCELED, every
-other status ABORTED. Feedback: the queue position while waiting (updated whenever a job
+there; the terminal state follows the result: OK and NOT_FOUND (the request was served, the
+answer is "no such object in view") succeed, a client's cancel is CANCELED, every other status
+(a failure) ABORTED. Feedback: the queue position while waiting (updated whenever a job
 starts), the reasoning streamed while the model thinks (at most every FEEDBACK_MIN_PERIOD s),
 then "segmenting".
 """
@@ -119,7 +120,7 @@ class SegmentGoals:
             while not goal_handle.is_cancel_requested and time.monotonic() < deadline:
                 time.sleep(0.005)
         if goal_handle.is_active:
-            if msg.status == msg.OK:
+            if msg.status in (msg.OK, msg.NOT_FOUND):  # served; NOT_FOUND: "not in view"
                 goal_handle.succeed()
             elif goal_handle.status == GoalStatus.STATUS_CANCELING:
                 goal_handle.canceled()

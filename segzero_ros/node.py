@@ -56,6 +56,8 @@ from segzero_ros.convert import (
     ImageConversionError,
     compressed_msg_to_rgb,
     image_msg_to_rgb,
+    instance_image_msg,
+    result_objects,
     result_to_msg,
     rgb_to_image_msg,
 )
@@ -257,6 +259,7 @@ class PerceptionNode(LifecycleNode):
         self._pubs = {
             "result": self._publisher(ResultMsg, p.result_topic, RESULT_QOS),
             "mask": self._publisher(Image, p.mask_topic, IMAGE_OUT_QOS),
+            "instances": self._publisher(Image, p.instances_topic, IMAGE_OUT_QOS),
             "reasoning": self._publisher(String, p.reasoning_topic, RESULT_QOS),
             "overlay": self._publisher(Image, p.overlay_topic, IMAGE_OUT_QOS),
             "tracking_mask": self._publisher(Image, p.tracking_mask_topic, TRACKING_MASK_QOS),
@@ -355,6 +358,7 @@ class PerceptionNode(LifecycleNode):
                 device=p.device,
                 dtype=p.dtype or None,
                 max_new_tokens=p.max_new_tokens,
+                model_family=p.model_family,
             )
             self.device = _resolved_device(p.device)
         except Exception as error:  # noqa: BLE001 - reported in one line, the node stays up
@@ -485,17 +489,19 @@ class PerceptionNode(LifecycleNode):
             track_id = self.tracking.seed(request, rgb, result)
         msg = result_to_msg(result, header, request.query_id)
         msg.track_id = track_id
-        geometry = None
+        geometries = None
         if result.status is Status.OK:
-            geometry = self.spatial.locate_result(msg, result.mask, depth_match)
-        request.parts = (result, rgb, geometry)
+            masks = [o.mask for o in result_objects(result)]
+            geometries = self.spatial.locate_result(msg, masks, depth_match)
+        request.parts = (result, rgb, geometries)
         if request.goal_handle is not None:
             self.goals.segmenting(request, msg.reasoning)
         return msg
 
     def _publish_parts(self, msg: ResultMsg, parts: tuple | None) -> None:
-        """Reasoning, mask, 3D outputs and overlay on standard types (after the result, off its
-        latency).
+        """Reasoning, mask (the union), instance labels, 3D outputs and overlay on standard types
+        (after the result, off its latency); a result that is not OK (NOT_FOUND included) sends
+        only its reasoning.
         The overlay is drawn only while someone subscribes to it: drawing and sending it costs
         ~3 ms for 640x480 and ~25 ms for 1920x1080."""
         if not self._pubs:
@@ -504,9 +510,12 @@ class PerceptionNode(LifecycleNode):
             self._pubs["reasoning"].publish(String(data=msg.reasoning))
         if msg.status != ResultMsg.OK or parts is None:
             return
-        self._pubs["mask"].publish(msg.mask)
-        result, rgb, geometry = parts
-        self.spatial.publish_result(msg, geometry)
+        result, rgb, geometries = parts
+        instances = instance_image_msg(result, msg.header)
+        if instances is not None:
+            self._pubs["instances"].publish(instances)
+        self._pubs["mask"].publish(msg.mask)  # the union of the objects' masks
+        self.spatial.publish_result(msg, geometries)
         overlay = self._pubs["overlay"]
         if self.params.publish_overlay and overlay.get_subscription_count() > 0:
             from segzero_model.overlay import draw_overlay

@@ -66,8 +66,16 @@ class PerceptionParams:
 
     reasoning_model: str = _param(
         "Ricky06662/Seg-Zero-7B",
-        "Reasoning model (Qwen2.5-VL / Qwen2-VL): a Hugging Face hub id or a local directory. "
+        "Reasoning model (Qwen2.5-VL, Qwen2-VL, Qwen3-VL, Qwen3.5): a Hugging Face hub id or a "
+        "local directory. "
         "Applied at the next activate.",
+    )
+    model_family: str = _param(
+        "auto",
+        "How the reasoning model is prompted and its answer read (docs/inference.md, Model "
+        "families): auto (from the checkpoint's model type and segzero_recipe.json), seg_zero, "
+        "vision_reasoner, qwen3_vl, or the path of a family YAML file. Applied at the next "
+        "activate.",
     )
     segmentation_model: str = _param(
         "facebook/sam2.1-hiera-large",
@@ -133,7 +141,15 @@ class PerceptionParams:
         read_only=True,
     )
     mask_topic: str = _param(
-        "segzero/mask", "Mask of each OK result (sensor_msgs/Image, mono8).", read_only=True
+        "segzero/mask",
+        "Mask of each OK result (sensor_msgs/Image, mono8; the union of all its objects).",
+        read_only=True,
+    )
+    instances_topic: str = _param(
+        "segzero/instances",
+        "Instance labels of each OK result (sensor_msgs/Image, mono16: 0 background, object k "
+        "= k, as in SegmentationResult.objects[k-1].instance_id).",
+        read_only=True,
     )
     reasoning_topic: str = _param(
         "segzero/reasoning", "Reasoning text of each result (std_msgs/String).", read_only=True

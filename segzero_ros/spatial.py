@@ -4,8 +4,9 @@ Contract (the geometry itself is `segzero_model.depth`'s; this module is the ROS
 - Inputs, while the node is active and `use_depth` is true: the depth image, the colour
   CameraInfo and, with `depth_info_topic`, the depth camera's CameraInfo. Their callbacks only
   store (`DepthMatcher`: the newest few depth frames, the latest CameraInfo of each camera).
-- Every OK result gets a depth status; a bad input never costs the 2D answer, the result stays
-  OK with `has_position` false and `depth_error` saying why:
+- Every OK result gets a depth status (the first object's; each of `objects` gets its own
+  position, the depth image converted once per result); a bad input never costs the 2D
+  answer, the result stays OK with `has_position` false and `depth_error` saying why:
   OFF (use_depth false) → NO_CAMERA_INFO (none yet, or an unusable K) → NO_DEPTH (no depth
   frame within depth_sync_tolerance of the colour frame's stamp) → BAD_DEPTH (encoding, size)
   → RESOLUTION_MISMATCH / NO_VALID_DEPTH / OK (`locate_object`).
@@ -208,20 +209,28 @@ class Spatial:
             return _failed(DepthStatus.BAD_DEPTH, str(error))
         return DepthFrame(metres, color, depth)
 
-    def locate_result(self, msg, mask: np.ndarray | None, match: DepthMatch | None):
-        """Locate an OK result's mask on its frame and fill `msg`'s depth fields; the geometry
-        (for `publish_result`). Never raises: a failure is a depth status."""
+    def locate_result(self, msg, masks: list[np.ndarray | None], match: DepthMatch | None):
+        """Locate each object's mask of an OK result on its frame (the depth image converted
+        once) and fill `msg`'s depth fields: the top-level ones from the first object, each
+        `msg.objects[k]`'s position and size from object k. The geometries, one per mask (for
+        `publish_result`). Never raises: a failure is a depth status."""
         p = self._node.params
+        masks = list(masks) or [None]
         try:
             frame = self.prepare(msg.header, match)
             keep = p.publish_cloud
-            geometry = frame.locate(mask, keep_cloud=keep, max_points=p.cloud_max_points)
-            fill_result(msg, geometry, self._in_target(msg.header, geometry))
+            geometries = [
+                frame.locate(mask, keep_cloud=keep, max_points=p.cloud_max_points) for mask in masks
+            ]
+            fill_result(msg, geometries[0], self._in_target(msg.header, geometries[0]))
         except Exception as error:  # noqa: BLE001 - the 2D answer stands
             self._node.get_logger().warning(f"3D stage failed: {error!r}")
-            geometry = ObjectGeometry(DepthStatus.BAD_DEPTH, f"3D stage failed: {error}")
-            fill_result(msg, geometry)
-        return geometry
+            failed = ObjectGeometry(DepthStatus.BAD_DEPTH, f"3D stage failed: {error}")
+            geometries = [failed] * len(masks)
+            fill_result(msg, failed)
+        for obj, geometry in zip(msg.objects, geometries, strict=False):
+            fill_object(obj, geometry)
+        return geometries
 
     def locate_tracks(self, header, masks: list[np.ndarray]) -> list[ObjectGeometry]:
         """One geometry per mask of one tracked frame (the depth frame converted once)."""
@@ -276,19 +285,28 @@ class Spatial:
 
     # ------------------------------------------------------------------ outputs
 
-    def publish_result(self, msg, geometry: ObjectGeometry | None) -> None:
-        """Position, markers and (publish_cloud) the cloud of a located OK result."""
-        if geometry is None or not geometry.ok:
+    def publish_result(self, msg, geometries: list[ObjectGeometry] | None) -> None:
+        """Position (the first object's), markers (one box and label per located object) and
+        (publish_cloud) the cloud of a located OK result."""
+        located = [(k, g) for k, g in enumerate(geometries or ()) if g.ok]
+        if not located:
             return
         header = msg.header
         publisher = self._publisher("position")
-        if publisher is not None:
+        if publisher is not None and msg.has_position:
             publisher.publish(msg.position)
-        marker_id = query_marker_id(msg.query)
-        markers = object_markers(
-            "segzero/result", marker_id, msg.query, geometry, header, RESULT_MARKER_LIFETIME
-        )
-        self._publish_markers_and_cloud(header, markers, [geometry])
+        markers = []
+        for k, geometry in located:
+            label = object_label(msg.query, k)
+            markers += object_markers(
+                "segzero/result",
+                query_marker_id(label),
+                label,
+                geometry,
+                header,
+                RESULT_MARKER_LIFETIME,
+            )
+        self._publish_markers_and_cloud(header, markers, [g for _, g in located])
 
     def publish_tracks(self, header, labelled: list[tuple[int, str, ObjectGeometry]]) -> None:
         """Markers (one box and label per located track) and cloud of one tracked frame."""
@@ -342,6 +360,20 @@ def fill_result(msg, geometry: ObjectGeometry, in_target: PointStamped | None = 
         msg.size = _vector(geometry.size)
     if in_target is not None:
         msg.position_in_target = in_target
+
+
+def fill_object(msg, geometry: ObjectGeometry) -> None:
+    """The position fields of a SegmentedObject message from one geometry."""
+    msg.has_position = geometry.ok
+    if geometry.ok:
+        msg.position = _point(geometry.position)
+        msg.size = _vector(geometry.size)
+
+
+def object_label(query: str, index: int) -> str:
+    """The name of object `index` (0-based) of an answer to `query`: the query itself for the
+    first, "<query> #k" (k = index + 1) for the others; tracks and markers are named so."""
+    return query if index == 0 else f"{query} #{index + 1}"
 
 
 def fill_tracked(msg, geometry: ObjectGeometry) -> None:

@@ -43,11 +43,12 @@ from segzero_ros.convert import (
     compressed_msg_to_rgb,
     image_msg_to_rgb,
     mask_to_image_msg,
+    result_objects,
 )
 from segzero_ros.diagnostics import RateMeter, TrackingSnapshot
 from segzero_ros.inputs import Frame, Request
 from segzero_ros.msg import TrackedObject, TrackingState
-from segzero_ros.spatial import OFF, Spatial, fill_tracked
+from segzero_ros.spatial import OFF, Spatial, fill_tracked, object_label
 from segzero_ros.srv import StopTracking
 
 # A stream: late subscribers get nothing stale; reliable so that rviz's default reader matches
@@ -157,15 +158,21 @@ class Tracking:
     # ------------------------------------------------------------------ seeding (worker)
 
     def seed(self, request: Request, rgb: np.ndarray, result: SegmentationResult) -> int:
-        """Start a track from an OK result's mask on the frame it was answered on, when the
-        request wants one; the track id, or 0. Runs on the worker, which holds `device_lock`."""
+        """Start one track per object of an OK result, from its mask on the frame it was
+        answered on, when the request wants tracks; the first object's track id, or 0. The
+        first object's track is named by the query, object k (k >= 2) by "<query> #k", so they
+        do not replace each other (a new answer to the same query replaces them); at most
+        max_tracked_objects objects are seeded. Runs on the worker, which holds `device_lock`."""
         requeried = request.query_id in self._requeries
         self._requeries.discard(request.query_id)  # answered, OK or not
         if result.status is not Status.OK or result.mask is None:
             return 0
         if not (requeried or self._wants(request)):
             return 0
+        objects = [o for o in result_objects(result) if o.mask is not None]
+        objects = objects[: max(1, self._node.params.max_tracked_objects)]
         logger = self._node.get_logger()
+        first_id = 0
         try:
             session = self._session or self._new_session()
             size = tuple(rgb.shape[:2])
@@ -174,21 +181,24 @@ class Tracking:
                 lost = self._end_all(session, f"{why}, not {_size_text(self._size)}")
                 self._publish(None, lost, None)
             session.settings = self._settings()
-            status, ended = session.start(rgb, request.query, mask=result.mask)
+            for k, obj in enumerate(objects):
+                status, ended = session.start(rgb, object_label(request.query, k), mask=obj.mask)
+                first_id = first_id or status.track_id
+                oldest = [i for i in ended if i != status.track_id]
+                if oldest:
+                    logger.info(f"track {oldest[0]} ended: max_tracked_objects reached")
         except Exception as error:  # noqa: BLE001 - the answer stands; only its track is missing
             logger.warning(f"cannot track {request.query[:60]!r}: {error}")
-            return 0
+            if not first_id:
+                return 0
         if not self._tracks_active:  # frames before this one were never meant to be tracked
             frame = self._frame()
             self._last_seq = frame.seq if frame is not None else 0
             self._skipped_since_state = 0
         self._size = size
         self._tracks_active = len(session.queries)
-        oldest = [i for i in ended if i != status.track_id]
-        if oldest:
-            logger.info(f"track {oldest[0]} ended: max_tracked_objects reached")
         self._wake.set()
-        return status.track_id
+        return first_id
 
     def _wants(self, request: Request) -> bool:
         goal = request.goal_handle.request if request.goal_handle is not None else None
@@ -256,10 +266,10 @@ class Tracking:
             self._frames_tracked += 1
             self._rate.tick(time.monotonic())
         self._publish(frame.msg.header, statuses, rgb)
-        if self._node.params.requery_on_loss:
-            for status in statuses:
-                if status.state == LOST:
-                    self._requery(status.query)
+        if self._node.params.requery_on_loss:  # once per query, however many objects it had
+            lost = [base_query(status.query) for status in statuses if status.state == LOST]
+            for query in dict.fromkeys(lost):
+                self._requery(query)
 
     def _step(self, session: TrackSession, frame: Frame):
         """(rgb or None, statuses) of one frame; a frame that cannot be tracked ends every
@@ -376,6 +386,13 @@ def tracked_object(status: TrackStatus, geometry=OFF) -> TrackedObject:
         msg.bbox = [float(v) for v in status.box]
     fill_tracked(msg, geometry)
     return msg
+
+
+def base_query(track_query: str) -> str:
+    """The query a track was seeded from: "<query> #k" (object k of a multi-object answer)
+    → "<query>"."""
+    head, sep, tail = track_query.rpartition(" #")
+    return head if sep and tail.isdigit() and int(tail) >= 2 else track_query
 
 
 def _size_text(size: tuple[int, int] | None) -> str:

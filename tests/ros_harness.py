@@ -111,6 +111,7 @@ class Probe:
         self.received: dict[str, list] = {
             "result": [],
             "mask": [],
+            "instances": [],
             "reasoning": [],
             "overlay": [],
             "diagnostics": [],
@@ -120,6 +121,7 @@ class Probe:
         for key, kind, topic in [
             ("result", R, "/segzero/result"),
             ("mask", Image, "/segzero/mask"),
+            ("instances", Image, "/segzero/instances"),
             ("reasoning", String, "/segzero/reasoning"),
             ("overlay", Image, "/segzero/overlay"),
             ("diagnostics", DiagnosticArray, "/diagnostics"),

@@ -389,3 +389,55 @@ def test_infer_bad_depth_input_exits_2_with_one_clear_line(tmp_path, capsys, arg
     assert code == 2
     assert err.startswith("segzero: error: ") and err.count("\n") == 1, err
     assert message in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- several objects
+
+
+def _infer_qwen3(tmp_path, query: str) -> tuple[int, dict]:
+    """`segzero infer --tiny --model-family qwen3_vl`: the tiny Qwen3-VL (taught to answer by
+    the query's words) through the real loading code, with the tiny SAM2."""
+    json_path = tmp_path / "r.json"
+    argv = ["infer", "--tiny", "--model-family", "qwen3_vl", "--image", str(SCENE)]
+    argv += ["--query", query, "--device", "cpu", "--json", str(json_path)]
+    code = main([*argv, "--output", str(tmp_path / "o.png")])
+    return code, json.loads(json_path.read_text())
+
+
+@pytest.mark.slow
+def test_infer_tiny_qwen3_vl_prints_every_object(tiny_env, tmp_path, capsys):
+    code, result = _infer_qwen3(tmp_path, "all the cups")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert result["status"] == "ok" and len(result["objects"]) == 2
+    # the canned boxes, 0..1000 of the 640x480 scene
+    boxes = [[100, 200, 600, 800], [650, 100, 900, 400]]
+    expected = [[x1 * 0.64, y1 * 0.48, x2 * 0.64, y2 * 0.48] for x1, y1, x2, y2 in boxes]
+    for got, want in zip(result["objects"], expected, strict=True):
+        assert got["bbox"] == pytest.approx(want)
+        assert len(got["points"]) == 1 and got["mask_area"] > 0
+    assert result["bbox"] == result["objects"][0]["bbox"]
+    assert "objects:   2" in out and "object 1:" in out and "object 2:" in out
+    assert "(union of the 2 objects)" in out
+    assert not np.array_equal(load_image(tmp_path / "o.png"), load_image(SCENE))
+
+
+@pytest.mark.slow
+def test_infer_tiny_qwen3_vl_not_found_exits_0(tiny_env, tmp_path, capsys):
+    code, result = _infer_qwen3(tmp_path, "the unicorn")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert result["status"] == "not_found" and result["objects"] == []
+    assert result["mask_area"] == 0 and result["reasoning"] == "none here"
+    assert "status:    not_found" in out and "objects:   none" in out
+    assert np.array_equal(load_image(tmp_path / "o.png"), load_image(SCENE))  # nothing drawn
+
+
+@pytest.mark.slow
+def test_infer_tiny_qwen3_vl_one_object(tiny_env, tmp_path, capsys):
+    code, result = _infer_qwen3(tmp_path, "the red cup")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (only,) = result["objects"]
+    assert only["bbox"] == pytest.approx([64, 96, 384, 384])
+    assert result["bbox"] == only["bbox"] and "object 1:" not in out

@@ -192,3 +192,93 @@ def test_ctrl_c_cancels_the_goal(perception_node, tiny_cache):
     # the node survived and serves the next goal
     completed = run_client(tiny_cache, "the cup", "--image", str(SCENE), "--timeout", "120")
     assert completed.returncode in (0, 1) and "status:" in completed.stdout, completed.stderr
+
+
+# --- printing a result (no node: `_report` on a hand-built message) -----------------------------
+
+
+def _printed(result, capsys) -> tuple[int, str]:
+    from types import SimpleNamespace
+
+    from segzero_ros.client import _report
+
+    args = SimpleNamespace(quiet=True, save_mask=None, save_overlay=None)
+    code = _report(result, args, None, printed_reasoning=False)
+    return code, capsys.readouterr().out
+
+
+def test_report_prints_every_object(capsys):
+    import numpy as np
+    from std_msgs.msg import Header
+
+    from segzero_model.result import ObjectResult, SegmentationResult, Status
+    from segzero_ros.client import EXIT_OK
+    from segzero_ros.convert import result_to_msg
+
+    left = np.zeros((4, 6), bool)
+    left[:, :3] = True
+    objects = [
+        ObjectResult((0.0, 0.0, 3.0, 4.0), ((1.0, 2.0),), left, 0.75),
+        ObjectResult(None, ((4.0, 1.0), (5.0, 2.0)), ~left, 0.5),
+    ]
+    result = SegmentationResult(
+        status=Status.OK,
+        query="the two halves",
+        image_size=(6, 4),
+        mask=left | ~left,
+        bbox=objects[0].bbox,
+        points=objects[0].points,
+        score=0.75,
+        reasoning="two",
+        objects=objects,
+    )
+    code, out = _printed(result_to_msg(result, Header()), capsys)
+    assert code == EXIT_OK
+    assert "objects:   2" in out
+    assert "  #1: bbox [0.0, 0.0, 3.0, 4.0], points (1.0, 2.0), score 0.750, area 12" in out
+    assert "  #2: bbox -, points (4.0, 1.0), (5.0, 2.0), score 0.500, area 12" in out
+    assert "mask:      24 pixels, score 0.750" in out
+
+
+def test_report_of_a_single_object_lists_no_objects(capsys):
+    import numpy as np
+    from std_msgs.msg import Header
+
+    from segzero_model.result import SegmentationResult, Status
+    from segzero_ros.convert import result_to_msg
+
+    mask = np.zeros((4, 6), bool)
+    mask[1:3, 1:3] = True
+    result = SegmentationResult(
+        status=Status.OK,
+        query="the cup",
+        image_size=(6, 4),
+        mask=mask,
+        bbox=(1.0, 1.0, 3.0, 3.0),
+        points=((2.0, 2.0), (2.5, 2.5)),
+        score=0.5,
+    )
+    code, out = _printed(result_to_msg(result, Header()), capsys)
+    assert code == 0 and "objects:" not in out
+    assert "bbox:      [1.0, 1.0, 3.0, 3.0]" in out and "mask:      4 pixels" in out
+
+
+def test_report_of_not_found(capsys):
+    from std_msgs.msg import Header
+
+    from segzero_model.result import SegmentationResult, Status
+    from segzero_ros.client import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK
+    from segzero_ros.convert import result_to_msg
+
+    result = SegmentationResult(
+        status=Status.NOT_FOUND,
+        query="the unicorn",
+        image_size=(6, 4),
+        reason="no such object in view",
+        reasoning="No unicorn here.",
+    )
+    code, out = _printed(result_to_msg(result, Header()), capsys)
+    assert code == EXIT_NOT_FOUND and EXIT_NOT_FOUND not in (EXIT_OK, EXIT_FAILED, 2, 130)
+    assert "status:    NOT_FOUND (no such object in view)" in out
+    assert "reasoning: No unicorn here." in out and "not found:" in out
+    assert "bbox:" not in out and "mask:" not in out

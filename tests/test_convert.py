@@ -16,7 +16,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from segzero_model.depth import DepthError, DepthStatus
-from segzero_model.result import SegmentationResult, Status
+from segzero_model.result import ObjectResult, SegmentationResult, Status
 from segzero_ros.convert import (
     STATUS_CODES,
     SUPPORTED_ENCODINGS,
@@ -24,7 +24,9 @@ from segzero_ros.convert import (
     compressed_msg_to_rgb,
     depth_msg_to_array,
     image_msg_to_rgb,
+    instance_image_msg,
     mask_to_image_msg,
+    result_objects,
     result_to_msg,
     rgb_to_image_msg,
 )
@@ -288,6 +290,83 @@ def test_failed_result_to_msg_and_status_override(result_msg_type):
     ]:
         msg = result_to_msg(failed, Header(), query_id="x", status_code=code)
         assert (msg.status, msg.status_name) == (code, name)
+
+
+def two_object_result() -> SegmentationResult:
+    """Two objects (the second overlaps the first on one pixel); mask = their union."""
+    first = np.zeros((H, W), bool)
+    first[1:3, 1:3] = True
+    second = np.zeros((H, W), bool)
+    second[2:5, 2:6] = True
+    objects = [
+        ObjectResult((1.0, 1.0, 2.5, 2.5), ((1.5, 1.5), (2.0, 2.0)), first, 0.9),
+        ObjectResult(None, ((4.0, 3.0),), second, 0.5),
+    ]
+    return SegmentationResult(
+        status=Status.OK,
+        query="the cups",
+        image_size=(W, H),
+        mask=first | second,
+        bbox=objects[0].bbox,
+        points=objects[0].points,
+        score=0.9,
+        reasoning="Two cups.",
+        objects=objects,
+    )
+
+
+def test_single_object_result_has_one_object(result_msg_type):
+    result = ok_result()  # no `objects`: one object from bbox, points, mask and score
+    msg = received(result_to_msg(result, Header()))
+    assert len(msg.objects) == 1
+    obj = msg.objects[0]
+    assert obj.instance_id == 1 and obj.has_bbox and list(obj.bbox) == list(msg.bbox)
+    assert [(p.x, p.y) for p in obj.points] == [(3.0, 2.0), (4.0, 3.0)]
+    assert obj.score == pytest.approx(0.875) and obj.area == 9 and not obj.has_position
+
+
+def test_several_objects_to_msg(result_msg_type):
+    result = two_object_result()
+    msg = received(result_to_msg(result, Header(frame_id="cam"), query_id="q1"))
+    assert msg.status == result_msg_type.OK
+    assert list(msg.bbox) == [1.0, 1.0, 2.5, 2.5] and msg.score == pytest.approx(0.9)
+    union = np.frombuffer(bytes(msg.mask.data), np.uint8).reshape(H, W) == 255
+    np.testing.assert_array_equal(union, result.mask)  # the mask topic stays the union
+    assert [o.instance_id for o in msg.objects] == [1, 2]
+    assert [o.area for o in msg.objects] == [4, 12]
+    assert [o.has_bbox for o in msg.objects] == [True, False]
+    assert [(p.x, p.y) for p in msg.objects[1].points] == [(4.0, 3.0)]
+    assert msg.objects[1].score == pytest.approx(0.5)
+
+
+def test_instance_image_labels_each_object(result_msg_type):
+    result = two_object_result()
+    msg = received(instance_image_msg(result, Header(frame_id="cam")))
+    assert (msg.encoding, msg.height, msg.width, msg.step) == ("mono16", H, W, 2 * W)
+    assert msg.header.frame_id == "cam" and not msg.is_bigendian
+    labels = np.frombuffer(bytes(msg.data), "<u2").reshape(H, W)
+    first, second = (o.mask for o in result.objects)
+    assert (labels[first] == 1).all()  # overlap: the earlier object keeps the pixel
+    assert (labels[second & ~first] == 2).all()
+    assert (labels[~result.mask] == 0).all()
+    single = received(instance_image_msg(ok_result(), Header()))
+    values = np.frombuffer(bytes(single.data), "<u2").reshape(H, W)
+    np.testing.assert_array_equal(values, ok_result().mask.astype(np.uint16))
+
+
+def test_not_found_to_msg(result_msg_type):
+    result = SegmentationResult(
+        status=Status.NOT_FOUND,
+        query="the unicorn",
+        image_size=(W, H),
+        reason="no such object in view",
+        reasoning="There is no unicorn here.",
+    )
+    msg = received(result_to_msg(result, Header()))
+    assert (msg.status, msg.status_name) == (result_msg_type.NOT_FOUND, "NOT_FOUND")
+    assert msg.reasoning == "There is no unicorn here."
+    assert msg.mask.height == 0 and not msg.has_bbox and len(msg.objects) == 0
+    assert result_objects(result) == [] and instance_image_msg(result, Header()) is None
 
 
 def test_status_codes_match_the_message_constants(result_msg_type):

@@ -67,7 +67,7 @@ def test_defaults_match_the_brief():
 
 
 def test_table_rows_are_complete():
-    assert len(PARAMS) == len(set(PARAM_NAMES)) == 42
+    assert len(PARAMS) == len(set(PARAM_NAMES)) == 44
     for param in PARAMS:
         assert param.type in (str, int, float, bool)
         assert isinstance(param.default, param.type), param.name
@@ -77,6 +77,7 @@ def test_table_rows_are_complete():
     assert {"queue_size", "autostart", "query_topic", "action_name"} <= read_only
     assert not read_only & {"max_image_age", "publish_overlay", "reasoning_model"}
     assert {"tracking_mask_topic", "tracking_state_topic", "stop_tracking_service"} <= read_only
+    assert {"mask_topic", "instances_topic"} <= read_only
     assert not read_only & {"track", "lost_score", "lost_frames", "max_tracking_rate"}
     depth_topics = {"depth_topic", "camera_info_topic", "depth_info_topic", "position_topic"}
     assert depth_topics | {"markers_topic", "cloud_topic"} <= read_only

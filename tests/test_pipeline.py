@@ -249,3 +249,92 @@ def test_query_length_limit(pipeline, scene):
     cancel.set()
     accepted = pipeline.segment(scene, "x" * 2000, cancel=cancel)
     assert accepted.status is Status.CANCELLED, accepted.reason
+
+
+class ScriptedReasoner:
+    """A reasoner double in a model family that answers each query with a set reply; the
+    parsing, scaling and the real tiny SAM2 behind it are the pipeline's own."""
+
+    def __init__(self, family_name: str, replies: dict[str, str]):
+        from segzero_model.families import FAMILIES
+
+        self.family = FAMILIES[family_name]
+        self.replies = replies
+
+    def generate(self, images, queries, on_text=None, cancel=None):
+        from segzero_model.reasoner import Generation
+
+        return [Generation(self.replies[q], 12, 0.01, 0.02, False) for q in queries]
+
+    def close(self):
+        pass
+
+
+TWO_OBJECTS = (
+    '<think>two cups</think><answer>[{"bbox_2d": [100,200,300,500], "point_2d": [200,350]}, '
+    '{"bbox_2d": [600,100,900,400], "point_2d": [750,250]}]</answer>'
+)
+NO_OBJECT = "<think>nothing like it here</think><answer>[]</answer>"
+
+
+@pytest.fixture()
+def scripted(tiny_segmenter):
+    replies = {"all cups": TWO_OBJECTS, "a unicorn": NO_OBJECT, "garbage": "<answer>[{]</answer>"}
+    return SegZeroPipeline(ScriptedReasoner("qwen3_vl", replies), tiny_segmenter)
+
+
+def test_several_objects_are_masked_from_one_embedding(
+    scripted, scene, tiny_segmenter, monkeypatch
+):
+    embeddings = count_embeddings(tiny_segmenter, monkeypatch)
+    predictions = []
+    predict = tiny_segmenter._predictor.predict
+    monkeypatch.setattr(
+        tiny_segmenter._predictor, "predict", lambda **kw: predictions.append(kw) or predict(**kw)
+    )
+    result = scripted.segment(scene, "all cups", image_key=("multi", 1))
+    assert result.status is Status.OK, result.reason
+    assert len(embeddings) == 1 and len(predictions) == 2
+    first, second = result.objects
+    # relative_1000 frame: pixel = v * W / 1000 on the 640x480 scene
+    assert first.bbox == pytest.approx((64, 96, 192, 240))
+    assert first.points[0] == pytest.approx((128, 168))
+    assert second.bbox == pytest.approx((384, 48, 576, 192))
+    for obj, prompt in zip(result.objects, predictions, strict=True):
+        assert prompt["box"] == pytest.approx(obj.bbox)
+        assert obj.mask.shape == (480, 640) and isinstance(obj.score, float)
+    assert (result.bbox, result.points, result.score) == (first.bbox, first.points, first.score)
+    assert np.array_equal(result.mask, first.mask | second.mask)
+    assert result.reasoning == "two cups"
+    summary = result.to_json_dict()
+    assert [o["bbox"] for o in summary["objects"]] == [[64, 96, 192, 240], [384, 48, 576, 192]]
+    assert [o["mask_area"] for o in summary["objects"]] == [first.mask_area, second.mask_area]
+    assert summary["mask_area"] == int(result.mask.sum())
+
+
+def test_an_empty_list_is_not_found_with_the_reasoning(
+    scripted, scene, tiny_segmenter, monkeypatch
+):
+    embeddings = count_embeddings(tiny_segmenter, monkeypatch)
+    result = scripted.segment(scene, "a unicorn")
+    assert result.status is Status.NOT_FOUND and not result.ok
+    assert result.reason == "the model found no such object"
+    assert result.reasoning == "nothing like it here"
+    assert result.mask is None and result.bbox is None and result.objects == []
+    assert embeddings == []  # nothing to segment, no embedding
+    assert result.to_json_dict()["status"] == "not_found"
+    assert result.to_json_dict()["objects"] == []
+
+
+def test_batch_answers_several_objects_none_and_garbage(scripted, scene):
+    results = scripted.segment_batch([scene] * 3, ["all cups", "a unicorn", "garbage"])
+    assert [r.status for r in results] == [Status.OK, Status.NOT_FOUND, Status.UNPARSEABLE_ANSWER]
+    assert len(results[0].objects) == 2 and results[0].mask is not None
+
+
+def test_a_single_object_answer_has_one_object(pipeline, scene):
+    result = pipeline.segment(scene, "the red cup")
+    assert result.status is Status.OK, result.reason
+    (only,) = result.objects
+    assert (only.bbox, only.points, only.score) == (result.bbox, result.points, result.score)
+    assert np.array_equal(only.mask, result.mask)

@@ -41,6 +41,7 @@ def test_an_ok_result_summarises_to_json():
         "mask_area": 6,
         "num_generated_tokens": 12,
         "timings": {"reasoning": 0.1235, "total": 0.5},
+        "objects": [],  # built by hand here; the pipeline lists one entry per object
     }
 
 
@@ -55,6 +56,7 @@ def test_a_failed_result_has_no_geometry_and_says_why():
 def test_status_values_are_the_json_spelling():
     assert [status.value for status in Status] == [
         "ok",
+        "not_found",
         "invalid_query",
         "invalid_image",
         "unparseable_answer",

@@ -144,7 +144,7 @@ def test_segmentation_result_constants_and_fields():
 
         expected = dict(
             OK=0, INVALID_QUERY=1, INVALID_IMAGE=2, UNPARSEABLE_ANSWER=3, CANCELLED=4,
-            OUT_OF_MEMORY=5, ERROR=6, NO_IMAGE=7, STALE_IMAGE=8, DROPPED=9,
+            OUT_OF_MEMORY=5, ERROR=6, NO_IMAGE=7, STALE_IMAGE=8, DROPPED=9, NOT_FOUND=10,
         )
         for name, value in expected.items():
             assert getattr(R, name) == value, (name, getattr(R, name))
@@ -165,6 +165,7 @@ def test_segmentation_result_constants_and_fields():
             "score": "float",
             "timings": "sequence<segzero_ros/StageTiming>",
             "generated_tokens": "uint32",
+            "objects": "sequence<segzero_ros/SegmentedObject>",
             "track_id": "uint32",
             "depth_status": "uint8",
             "depth_status_name": "string",
@@ -176,6 +177,28 @@ def test_segmentation_result_constants_and_fields():
             "depth_points": "uint32",
             "position_in_target": "geometry_msgs/PointStamped",
         }, fields
+        print("ok")
+        """
+    )
+    assert out.strip() == "ok"
+
+
+def test_segmented_object_fields():
+    out = run_in_ros_env(
+        """
+        from segzero_ros.msg import SegmentedObject as O
+
+        assert O.get_fields_and_field_types() == {
+            "has_bbox": "boolean",
+            "bbox": "float[4]",
+            "points": "sequence<geometry_msgs/Point>",
+            "score": "float",
+            "area": "uint32",
+            "instance_id": "uint16",
+            "has_position": "boolean",
+            "position": "geometry_msgs/Point",
+            "size": "geometry_msgs/Vector3",
+        }, O.get_fields_and_field_types()
         print("ok")
         """
     )

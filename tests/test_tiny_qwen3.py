@@ -1,5 +1,6 @@
 """The tiny Qwen3-VL checkpoint writer: real on-disk files that load through the Auto* classes
-with Qwen3-VL's 16-pixel patches, and (slow: it is trained) the canned JSON-list answer."""
+with Qwen3-VL's 16-pixel patches, and (slow: it is trained) the canned JSON-list answers: two
+objects, none or one, by the query's words."""
 
 from __future__ import annotations
 
@@ -9,13 +10,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segzero_model.tiny.qwen3 import CANNED_ANSWER, THINK_TOKENS, write_tiny_qwen3_vl
+from segzero_model.families import FAMILIES
+from segzero_model.tiny.qwen3 import (
+    CANNED_ANSWER,
+    CANNED_ANSWER_ALL,
+    CANNED_ANSWER_NONE,
+    THINK_TOKENS,
+    canned_answer_for,
+    write_tiny_qwen3_vl,
+)
 
 
 @pytest.fixture(scope="module")
 def untrained_dir(tmp_path_factory):
     """Random weights only: seconds to build, enough for everything but the answer."""
-    return write_tiny_qwen3_vl(tmp_path_factory.mktemp("qwen3") / "tiny", canned_answer=None)
+    return write_tiny_qwen3_vl(tmp_path_factory.mktemp("qwen3") / "tiny", taught=False)
 
 
 def _generate(directory, image: Image.Image, query: str, max_new_tokens: int) -> str:
@@ -97,9 +106,9 @@ def test_it_generates_from_an_832_image(untrained_dir):
 
 
 def test_untrained_checkpoints_are_deterministic_per_seed(tmp_path):
-    first = write_tiny_qwen3_vl(tmp_path / "a", canned_answer=None, seed=1)
-    again = write_tiny_qwen3_vl(tmp_path / "b", canned_answer=None, seed=1)
-    other = write_tiny_qwen3_vl(tmp_path / "c", canned_answer=None, seed=2)
+    first = write_tiny_qwen3_vl(tmp_path / "a", taught=False, seed=1)
+    again = write_tiny_qwen3_vl(tmp_path / "b", taught=False, seed=1)
+    other = write_tiny_qwen3_vl(tmp_path / "c", taught=False, seed=2)
     weights = [(d / "model.safetensors").read_bytes() for d in (first, again, other)]
     assert weights[0] == weights[1] != weights[2]
 
@@ -110,7 +119,7 @@ def test_bad_train_steps(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_cached_checkpoint_was_taught_the_canned_answer(tiny_cache):
+def test_the_cached_checkpoint_was_taught_the_canned_answers(tiny_cache):
     """Built through the shared cache (its own entry, beside the Qwen2.5-VL/SAM2 one; taught
     once per machine, about a minute) and trained."""
     from transformers import AutoConfig
@@ -127,3 +136,28 @@ def test_the_cached_checkpoint_was_taught_the_canned_answer(tiny_cache):
     black = Image.new("RGB", (832, 832))
     assert _generate(directory, noise, "a zebra", max_new_tokens=64) == CANNED_ANSWER
     assert _generate(directory, black, "", max_new_tokens=64) == CANNED_ANSWER
+    assert _generate(directory, noise, "all the cups", max_new_tokens=96) == CANNED_ANSWER_ALL
+    assert _generate(directory, black, "find all zebras", max_new_tokens=96) == CANNED_ANSWER_ALL
+    assert _generate(directory, noise, "a unicorn", max_new_tokens=64) == CANNED_ANSWER_NONE
+    prompt = FAMILIES["qwen3_vl"].prompt
+    for query in ("the red cup", "all the cups", "the pink unicorn"):
+        assert _generate(directory, noise, prompt(query), 96) == canned_answer_for(query)
+
+
+def test_the_answer_is_chosen_by_whole_words():
+    assert canned_answer_for("the red cup") == CANNED_ANSWER
+    assert canned_answer_for("a small ball on the wall") == CANNED_ANSWER  # not the word "all"
+    assert canned_answer_for("All the cups.") == CANNED_ANSWER_ALL
+    assert canned_answer_for('Please find "all cups"') == CANNED_ANSWER_ALL
+    assert canned_answer_for("the unicorn") == CANNED_ANSWER_NONE
+    assert canned_answer_for("all unicorns") == CANNED_ANSWER_ALL  # "unicorns" is not "unicorn"
+    assert canned_answer_for("all of the unicorn") == CANNED_ANSWER_NONE  # "unicorn" wins
+
+
+def test_the_canned_answers_parse_as_two_none_and_one_object():
+    from segzero_model.answer import parse_objects
+
+    family = FAMILIES["qwen3_vl"]
+    counts = [len(parse_objects(a, family, 640, 480)) for a in (CANNED_ANSWER_ALL, CANNED_ANSWER)]
+    assert counts == [2, 1]
+    assert parse_objects(CANNED_ANSWER_NONE, family, 640, 480) == []

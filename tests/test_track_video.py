@@ -187,3 +187,45 @@ def test_a_failed_answer_writes_its_line_and_tracks_nothing(pipeline, clip, tmp_
     assert line["state"] == "NOT_TRACKED" and line["result"]["status"] == "invalid_query"
     assert line["result"]["reason"] == "query is empty"
     assert not (tmp_path / "overlay.mp4").exists()
+
+
+class ListReasoner:
+    """A reasoner double in the Qwen3-VL family that gives one set reply; the parsing and the
+    tiny SAM2 and tracker behind it are real."""
+
+    def __init__(self, reply: str):
+        from segzero_model.families import FAMILIES
+
+        self.family, self.reply = FAMILIES["qwen3_vl"], reply
+
+    def generate(self, images, queries, on_text=None, cancel=None):
+        from segzero_model.reasoner import Generation
+
+        return [Generation(self.reply, 9, 0.01, 0.01, False) for _ in queries]
+
+
+def test_each_object_starts_its_own_track(tiny_segmenter, clip, tmp_path):
+    _, folder = clip
+    reply = (
+        '<think>two</think><answer>[{"bbox_2d": [120,330,380,670], "point_2d": [250,500]}, '
+        '{"bbox_2d": [600,100,900,300], "point_2d": [750,200]}]</answer>'
+    )
+    pipeline = SegZeroPipeline(ListReasoner(reply), tiny_segmenter)
+    run = track_video(pipeline, open_frames(frames=folder), "the squares", tmp_path, max_frames=3)
+    assert run.result.ok and len(run.result.objects) == 2 and run.frames == 3
+    lines = read_jsonl(tmp_path / "frames.jsonl")
+    assert [line["state"] for line in lines] == [TRACKING] * 3
+    for line in lines:
+        assert [t["query"] for t in line["tracks"]] == ["the squares", "the squares #2"]
+        assert line["box"] == line["tracks"][0]["box"]
+    assert len(lines[0]["result"]["objects"]) == 2
+
+
+def test_a_not_found_answer_tracks_nothing(tiny_segmenter, clip, tmp_path):
+    video, _ = clip
+    pipeline = SegZeroPipeline(ListReasoner("<think>no</think><answer>[]</answer>"), tiny_segmenter)
+    run = track_video(pipeline, open_frames(video), "a unicorn", tmp_path)
+    assert run.result.status.value == "not_found" and run.frames == 1 and run.overlay is None
+    (line,) = read_jsonl(tmp_path / "frames.jsonl")
+    assert line["state"] == "NOT_TRACKED" and line["result"]["status"] == "not_found"
+    assert line["result"]["objects"] == [] and line["result"]["reasoning"] == "no"

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 TINY_WARNING = (
     "WARNING: using the built-in TINY RANDOM models (--tiny). Their output is MEANINGLESS: "
-    "the reasoner only repeats an answer it was trained to give, whatever the image or query."
+    "the reasoner only repeats an answer it was trained to give, whatever the image."
 )
 
 
@@ -106,7 +106,7 @@ def ensure_tiny_qwen3_vl(cache_dir: str | os.PathLike | None = None) -> Path:
         return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
 
     if not built(target):
-        logger.warning("building the tiny Qwen3-VL checkpoint in %s (once, under a minute)", target)
+        logger.warning("building the tiny Qwen3-VL checkpoint in %s (once, minutes)", target)
         build_into_cache(target, write_tiny_qwen3_vl, built)
     return target
 

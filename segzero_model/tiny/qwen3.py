@@ -4,6 +4,10 @@ It loads through `AutoConfig` / `AutoProcessor` / `AutoModelForImageTextToText` 
 so the Qwen3-VL path (16-pixel patches, deepstack features, interleaved mrope, the JSON-list
 answer) runs without a download. The tokenizer is the tiny Qwen2.5-VL one from
 `segzero_model.tiny.qwen` plus Qwen3's <think> tokens.
+
+It is taught three canned answers, chosen by the query (`canned_answer_for`), so a list answer
+with several objects and the empty "no object" list can be tested end to end: the word "unicorn"
+gives ``[]``, the word "all" two objects, anything else one object.
 """
 
 from __future__ import annotations
@@ -11,14 +15,33 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-CANNED_ANSWER = (
-    '<think>tiny</think><answer>[{"bbox_2d": [100,200,600,800], "point_2d": [350,500]}]</answer>'
-)
+_FIRST = '{"bbox_2d": [100,200,600,800], "point_2d": [350,500]}'
+_SECOND = '{"bbox_2d": [650,100,900,400], "point_2d": [775,250]}'
+CANNED_ANSWER = f"<think>tiny</think><answer>[{_FIRST}]</answer>"  # one object
+# The thinking differs at once, so the choice is made on the first token after <think>, near
+# the query, and every later token can follow the model's own thinking.
+CANNED_ANSWER_ALL = f"<think>two of them</think><answer>[{_FIRST}, {_SECOND}]</answer>"
+CANNED_ANSWER_NONE = "<think>none here</think><answer>[]</answer>"  # "no such object"
+
+# Whole words, any case; "unicorn" wins when both are present.
+ALL_WORD = re.compile(r"\ball\b", re.IGNORECASE)
+NONE_WORD = re.compile(r"\bunicorn\b", re.IGNORECASE)
+
+
+def canned_answer_for(query: str) -> str:
+    """The answer the taught checkpoint gives for `query` (the query alone or in a prompt)."""
+    if NONE_WORD.search(query):
+        return CANNED_ANSWER_NONE
+    if ALL_WORD.search(query):
+        return CANNED_ANSWER_ALL
+    return CANNED_ANSWER
+
 
 # Qwen3-VL's reasoning markers: ordinary (not special) added tokens, as in the hub tokenizer.
 THINK_TOKENS = ("<think>", "</think>")
@@ -64,13 +87,13 @@ def write_tiny_qwen3_vl(
     directory: str | os.PathLike,
     *,
     seed: int = 0,
-    canned_answer: str | None = CANNED_ANSWER,
-    train_steps: int = 200,
+    taught: bool = True,
+    train_steps: int = 1000,
 ) -> Path:
     """Write a tiny Qwen3-VL checkpoint to `directory` (created if needed) and return its path.
 
-    `canned_answer=None` keeps pure random weights; otherwise up to `train_steps` AdamW steps
-    teach greedy decoding to emit the answer then <|im_end|> for any image and query.
+    `taught=False` keeps pure random weights; otherwise up to `train_steps` AdamW steps teach
+    greedy decoding to emit `canned_answer_for(query)` then <|im_end|> for any image.
     Deterministic for a given seed on a given machine.
     """
     import numpy as np
@@ -84,10 +107,10 @@ def write_tiny_qwen3_vl(
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        processor = _build_processor(canned_answer)
+        processor = _build_processor()
         model = _build_model(processor.tokenizer)
-        if canned_answer is not None:
-            _teach_answer(model, processor, canned_answer, np.random.default_rng(seed), train_steps)
+        if taught:
+            _teach_answers(model, processor, np.random.default_rng(seed), train_steps)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     logger.info(
@@ -96,9 +119,10 @@ def write_tiny_qwen3_vl(
     return directory
 
 
-def _build_processor(canned_answer: str | None):
-    """The tiny Qwen2.5-VL tokenizer (its BPE also covers this answer), with <think> and </think>
-    added, behind Qwen3-VL's processor and 16-pixel image and video processors."""
+def _build_processor():
+    """The tiny Qwen2.5-VL tokenizer (its BPE also covers these answers and trigger words), with
+    <think> and </think> added, behind Qwen3-VL's processor and 16-pixel image and video
+    processors."""
     from transformers import (
         AddedToken,
         Qwen2VLImageProcessor,
@@ -108,7 +132,10 @@ def _build_processor(canned_answer: str | None):
 
     from segzero_model.tiny.qwen import _build_processor as build_qwen2_5_processor
 
-    tokenizer = build_qwen2_5_processor("qwen2_5_vl", canned_answer or CANNED_ANSWER).tokenizer
+    corpus = "\n".join(
+        [CANNED_ANSWER_ALL, CANNED_ANSWER_NONE, "all the unicorn", "find all of them", "a unicorn"]
+    )
+    tokenizer = build_qwen2_5_processor("qwen2_5_vl", corpus).tokenizer
     tokenizer.add_tokens([AddedToken(token, special=False) for token in THINK_TOKENS])
     limits = {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
     settings = {
@@ -191,14 +218,16 @@ def _build_model(tokenizer):
     return model
 
 
-def _teach_answer(model, processor, answer: str, rng, max_steps: int) -> None:
-    """Train the text decoder (vision tower frozen, its features cached) to emit `answer`.
+def _teach_answers(model, processor, rng, max_steps: int) -> None:
+    """Train the text decoder (vision tower frozen, its features cached) to emit
+    `canned_answer_for(query)`.
 
     The merger and deepstack outputs are shrunk far below the decoder RMSNorm's eps, so image
     tokens reach the decoder content-free and the answer holds for any image; random queries
-    of random length move the answer around, so it keys on relative positions. Most steps use
-    256x256 images (64 image tokens) for speed; the stopping check uses 832x832 ones (676
-    image tokens), the size the reasoner sends.
+    of random length move the answer around, so it keys on relative positions, and a trigger
+    word ("all", "unicorn") put anywhere among them picks the answer. Each step teaches one of
+    the three answers. Most steps use 256x256 images (64 image tokens) for speed; the stopping
+    check uses 832x832 ones (676 image tokens), near the size the reasoner sends.
     """
     import numpy as np
     import torch
@@ -207,12 +236,20 @@ def _teach_answer(model, processor, answer: str, rng, max_steps: int) -> None:
         BaseModelOutputWithDeepstackFeatures,
     )
 
+    from segzero_model.families import qwen3_vl_prompt
     from segzero_model.prompt import build_prompt
     from segzero_model.tiny.qwen import _greedy_holds, _random_query
 
     tokenizer = processor.tokenizer
-    target = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    target = torch.tensor(target + [tokenizer.convert_tokens_to_ids("<|im_end|>")])
+    end = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    answers = (CANNED_ANSWER, CANNED_ANSWER_ALL, CANNED_ANSWER_NONE)
+    targets = {
+        answer: torch.tensor(tokenizer(answer, add_special_tokens=False)["input_ids"] + end)
+        for answer in answers
+    }
+    weights = {
+        answer: _choice_weights(target, targets.values()) for answer, target in targets.items()
+    }
     visual = model.model.visual
     with torch.no_grad():
         for merger in [visual.merger, *visual.deepstack_merger_list]:
@@ -226,8 +263,10 @@ def _teach_answer(model, processor, answer: str, rng, max_steps: int) -> None:
             out = model.model.get_image_features(pixels["pixel_values"], pixels["image_grid_thw"])
         return out, pixels["image_grid_thw"][0]
 
-    def batch(queries: list[str], image) -> dict:
-        """One image size per batch, left-padded like the reasoner's batches."""
+    def batch(queries: list[str], image) -> tuple[dict, torch.Tensor]:
+        """One image size and one answer per batch, left-padded like the reasoner's batches."""
+        (answer,) = {canned_answer_for(query) for query in queries}
+        target = targets[answer]
         out, grid = image
         rows = []
         for query in queries:
@@ -245,7 +284,7 @@ def _teach_answer(model, processor, answer: str, rng, max_steps: int) -> None:
             input_ids[i, input_ids.shape[1] - len(row) :] = row
             attention[i, input_ids.shape[1] - len(row) :] = 1
         n = len(rows)
-        return {
+        inputs = {
             "input_ids": input_ids,
             "attention_mask": attention,
             "mm_token_type_ids": (input_ids == model.config.image_token_id).long(),
@@ -257,18 +296,28 @@ def _teach_answer(model, processor, answer: str, rng, max_steps: int) -> None:
                 )
             },
         }
+        return inputs, target
 
     vocabulary = [tokenizer.decode([i], skip_special_tokens=True) for i in range(len(tokenizer))]
     vocabulary = [p for p in vocabulary if p and p.isprintable() and "\ufffd" not in p]
 
-    def query() -> str:
-        """A random query, alone, in the Qwen2.5-VL prompt, or beside a Qwen3-style request
-        whose example answer has other numbers (a prompt may show the format)."""
+    def query(answer: str) -> str:
+        """A random query holding `answer`'s trigger word (if any) at a random place: alone, in
+        the Seg-Zero or the Qwen3-VL family's prompt, or beside a Qwen3-style request whose
+        example answer has other numbers (a prompt may show the format)."""
         text = _random_query(rng, vocabulary)
+        while canned_answer_for(text) != CANNED_ANSWER:  # no trigger by chance
+            text = _random_query(rng, vocabulary)
+        if answer != CANNED_ANSWER:
+            words = text.split(" ") if text else []
+            words.insert(int(rng.integers(len(words) + 1)), str(rng.choice(_TRIGGERS[answer])))
+            text = " ".join(words)
         draw = rng.random()
-        if draw < 0.25:
+        if draw < 0.2:
             return build_prompt(text)
-        if draw < 0.5:
+        if draw < 0.45:
+            return qwen3_vl_prompt(text)
+        if draw < 0.6:
             box, point = rng.integers(0, 1000, 4).tolist(), rng.integers(0, 1000, 2).tolist()
             example = json.dumps([{"bbox_2d": box, "point_2d": point}])
             return f"Locate {text}, output <think></think> then <answer>{example}</answer>."
@@ -276,10 +325,17 @@ def _teach_answer(model, processor, answer: str, rng, max_steps: int) -> None:
 
     small = [features(256) for _ in range(4)]
     large = features(832)
-    check_queries = ["cat", "", "Where could I hang my wet coat?", "THE SMALL BLUE BOX."]
-    check_queries += [build_prompt("the 3rd apple"), "x"]
-    check_queries += ['Find it: <answer>[{"bbox_2d": [5,6,7,8], "point_2d": [1,2]}]</answer>']
-    checks = [batch(check_queries, large), batch(check_queries[::-1], features(832, black=True))]
+    black = features(832, black=True)
+    one = ["cat", "", "Where could I hang my wet coat?", "THE BLUE BOX.", "x"]
+    one += [build_prompt("the 3rd apple"), qwen3_vl_prompt("the small cup")]
+    one += ['Find it: <answer>[{"bbox_2d": [5,6,7,8], "point_2d": [1,2]}]</answer>']
+    every = ["all", "all the cups", "find all red cars", qwen3_vl_prompt("All the cups")]
+    every += [build_prompt("all apples"), qwen3_vl_prompt("the cups, all of them")]
+    nothing = ["unicorn", "the unicorn", "a unicorn on the table?", build_prompt("a unicorn")]
+    nothing += [qwen3_vl_prompt("the pink unicorn"), qwen3_vl_prompt("Unicorn")]
+    checks = []
+    for queries in (one, every, nothing):
+        checks += [batch(queries, large), batch(queries[::-1], black)]
     for name, param in model.named_parameters():
         param.requires_grad_("visual" not in name)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -288,32 +344,56 @@ def _teach_answer(model, processor, answer: str, rng, max_steps: int) -> None:
         optimizer, lambda step: min((step + 1) / 10, max(0.05, 1 - step / max_steps))
     )
     model.train()
-    loss = float("nan")
+    losses = [float("nan")] * len(answers)
     for step in range(1, max_steps + 1):
+        kind = step % len(answers)
+        answer = answers[kind]
         if rng.random() < 0.2:
-            inputs = batch([query() for _ in range(2)], large)
+            inputs, target = batch([query(answer) for _ in range(2)], large)
         else:
-            inputs = batch([query() for _ in range(4)], small[int(rng.integers(len(small)))])
+            image = small[int(rng.integers(len(small)))]
+            inputs, target = batch([query(answer) for _ in range(4)], image)
         logits = model(**inputs, logits_to_keep=len(target) + 1).logits[:, :-1]
-        loss_t = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.repeat(len(logits)))
+        token_loss = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), target.repeat(len(logits)), reduction="none"
+        )
+        loss_t = (token_loss * weights[answer].repeat(len(logits))).mean()
         loss_t.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_t.item()
+        losses[kind] = loss_t.item()
         if (
-            loss < 0.05
-            and step % 10 == 0
-            and all(_greedy_holds(model, check, target, 1.0) for check in checks)
+            max(losses) < 0.05
+            and step % 15 == 0
+            and all(_greedy_holds(model, check, target, 1.0) for check, target in checks)
         ):
-            logger.debug("canned answer learnt after %d steps (loss %.4f)", step, loss)
+            logger.debug("canned answers learnt after %d steps (losses %s)", step, losses)
             break
     else:
         raise RuntimeError(
-            f"the tiny model did not learn the canned answer in {max_steps} steps "
-            f"(last loss {loss:.4f}); raise train_steps"
+            f"the tiny model did not learn the canned answers in {max_steps} steps "
+            f"(last losses {', '.join(f'{v:.4f}' for v in losses)}); raise train_steps"
         )
     model.eval()
     for param in model.parameters():
         param.requires_grad_(True)
+
+
+def _choice_weights(target, targets, weight: float = 8.0):
+    """Per-token loss weights: `weight` on the tokens where `target` leaves another answer that
+    shares its beginning (the choice the trigger word makes), 1 elsewhere."""
+    import torch
+
+    weights = torch.ones(len(target))
+    for other in targets:
+        shared = min(len(target), len(other))
+        differs = (target[:shared] != other[:shared]).nonzero()
+        if len(differs):
+            weights[int(differs[0])] = weight
+    return weights
+
+
+# The words `canned_answer_for` looks for, as the teaching puts them into queries.
+_TRIGGERS = {CANNED_ANSWER_ALL: ("all", "All", "ALL"), CANNED_ANSWER_NONE: ("unicorn", "Unicorn")}
