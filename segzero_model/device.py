@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
+from collections.abc import Iterator
 
 _DEVICE = re.compile(r"cpu|cuda(?::\d+)?")
 
@@ -71,6 +73,20 @@ def resolve_dtype(device: str, dtype: str | None = None):
     if not isinstance(value, torch.dtype):
         raise ValueError(f"unknown dtype {dtype!r}; expected bfloat16, float16 or float32")
     return value
+
+
+@contextlib.contextmanager
+def inference_mode(device: str) -> Iterator[None]:
+    """SAM2's inference context: no autograd anywhere; bf16 autocast on CUDA only (the CPU runs
+    fp32, as sam2's own predictors do)."""
+    import torch
+
+    on_cuda = device.startswith("cuda")
+    with (
+        torch.inference_mode(),
+        torch.autocast("cuda" if on_cuda else "cpu", dtype=resolve_dtype(device), enabled=on_cuda),
+    ):
+        yield
 
 
 def default_attention(device: str) -> str:

@@ -11,7 +11,6 @@ All of them are built by `build_sam2_model`, from the YAML with hydra, as sam2 i
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segzero_model.device import resolve_device, resolve_dtype
+from segzero_model.device import inference_mode, resolve_device
 from segzero_model.errors import ModelNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -310,7 +309,7 @@ class Segmenter:
         if cache_key == self._image_key:
             return False
         self._image_key = None  # a failed embedding must not leave the previous one usable
-        with self._inference():
+        with inference_mode(self.device):
             predictor.set_image(image)
         self._image_key = cache_key
         return True
@@ -332,7 +331,7 @@ class Segmenter:
         if box_array is None and point_array is None:
             raise ValueError("predict needs a box, points or both; got neither")
         labels = None if point_array is None else np.ones(len(point_array), dtype=np.int32)
-        with self._inference():
+        with inference_mode(self.device):
             masks, scores, _ = predictor.predict(
                 point_coords=point_array,
                 point_labels=labels,
@@ -361,17 +360,3 @@ class Segmenter:
         if self._predictor is None:
             raise RuntimeError(f"Segmenter for {self.model_id} is closed")
         return self._predictor
-
-    @contextlib.contextmanager
-    def _inference(self):
-        """inference_mode everywhere; bf16 autocast on CUDA only (fp32 on the CPU)."""
-        import torch
-
-        on_cuda = self.device.startswith("cuda")
-        with (
-            torch.inference_mode(),
-            torch.autocast(
-                "cuda" if on_cuda else "cpu", dtype=resolve_dtype(self.device), enabled=on_cuda
-            ),
-        ):
-            yield

@@ -17,15 +17,14 @@ No ROS here: the node's tracking layer drives it.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from segzero_model.device import resolve_dtype
+from segzero_model.device import inference_mode
 
 # The video predictor's ImageNet normalisation (sam2.utils.misc.load_video_frames).
 _IMAGE_MEAN = (0.485, 0.456, 0.406)
@@ -159,7 +158,7 @@ class StreamingTracker:
         if mask is None and box is None and not points:
             raise ValueError("a track needs a box, points or a mask to start from")
         features = self._features(image)
-        with self._inference():
+        with inference_mode(self.device):
             point_inputs = mask_inputs = None
             if mask is None:
                 point_inputs = self._point_inputs(box, points, features)
@@ -210,7 +209,7 @@ class StreamingTracker:
             return []
         features = self._features(image)
         results = []
-        with self._inference():
+        with inference_mode(self.device):
             for track in self._tracks.values():
                 track.frame_index += 1
                 out = self.model.track_step(
@@ -252,7 +251,7 @@ class StreamingTracker:
         pixels = torch.from_numpy(resized).permute(2, 0, 1).to(torch.float32)
         pixels -= torch.tensor(_IMAGE_MEAN, dtype=torch.float32)[:, None, None]
         pixels /= torch.tensor(_IMAGE_STD, dtype=torch.float32)[:, None, None]
-        with self._inference():
+        with inference_mode(self.device):
             backbone = self.model.forward_image(pixels.to(self.device).float().unsqueeze(0))
             _, vision_feats, vision_pos_embeds, feat_sizes = self.model._prepare_backbone_features(
                 backbone
@@ -340,17 +339,3 @@ class StreamingTracker:
         mask = (logits[0, 0] > 0.0).cpu().numpy()
         score = float(torch.sigmoid(out["object_score_logits"].float()).flatten()[0])
         return TrackedMask(track_id=track_id, mask=mask, score=score)
-
-    @contextlib.contextmanager
-    def _inference(self) -> Iterator[None]:
-        """inference_mode everywhere; bf16 autocast on CUDA only (fp32 on the CPU)."""
-        import torch
-
-        on_cuda = self.device.startswith("cuda")
-        with (
-            torch.inference_mode(),
-            torch.autocast(
-                "cuda" if on_cuda else "cpu", dtype=resolve_dtype(self.device), enabled=on_cuda
-            ),
-        ):
-            yield

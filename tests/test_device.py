@@ -110,3 +110,15 @@ def test_dtypes():
 
 def test_attention():
     assert default_attention("cpu") == "sdpa"
+
+
+def test_inference_mode_turns_autograd_off_and_keeps_the_cpu_in_fp32():
+    import torch
+
+    from segzero_model.device import inference_mode
+
+    with inference_mode("cpu"):
+        assert torch.is_inference_mode_enabled()
+        assert not torch.is_autocast_enabled("cpu")
+        assert (torch.ones(2) * 2).dtype == torch.float32
+    assert not torch.is_inference_mode_enabled()
