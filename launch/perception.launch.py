@@ -5,6 +5,7 @@
         reasoning_model:=/models/Seg-Zero-7B device:=cuda:0
     ros2 launch segzero_ros perception.launch.py params_file:=/path/to/my_perception.yaml
     ros2 launch segzero_ros perception.launch.py tiny:=true namespace:=left
+    ros2 launch segzero_ros perception.launch.py tiny:=true model_family:=qwen3_vl
 
 Arguments:
 - The node parameters in OVERRIDABLE (see segzero_ros/params.py, whose descriptions they show).
@@ -14,7 +15,9 @@ Arguments:
   script checks its --params-file: a missing file, bad YAML or an unknown or mistyped parameter
   stops the launch with an error naming the file.
 - `tiny`: true runs the node with `--tiny`, the built-in tiny random models (plumbing tests; the
-  output is meaningless), whatever reasoning_model and segmentation_model say.
+  output is meaningless), whatever reasoning_model and segmentation_model say; with
+  `model_family:=qwen3_vl` the reasoner is the tiny Qwen3-VL (two objects for a query with
+  "all", none for "unicorn", else one).
 - `namespace`: the node's namespace; its topics and action (relative names) move with it, so
   `namespace:=left` serves /left/segzero/query, /left/segzero/segment, ... In a namespace the
   parameter file's section named by the bare node name (`segzero_perception:`, as in
@@ -52,6 +55,7 @@ from segzero_ros.params import NODE_NAME, PARAMS, ParamsError, parse_params_yaml
 # Node parameters that can be set on the command line of this launch file.
 OVERRIDABLE = (
     "reasoning_model",
+    "model_family",
     "segmentation_model",
     "device",
     "image_topic",
@@ -162,7 +166,9 @@ def generate_launch_description() -> LaunchDescription:
             default_value="false",
             choices=["true", "false"],
             description="true: the built-in tiny random models (--tiny; plumbing tests, the "
-            "output is meaningless), instead of reasoning_model and segmentation_model",
+            "output is meaningless), instead of reasoning_model and segmentation_model; with "
+            "model_family:=qwen3_vl the tiny Qwen3-VL (two objects for a query with 'all', "
+            "none for 'unicorn')",
         ),
         DeclareLaunchArgument(
             "namespace",

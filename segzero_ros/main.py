@@ -22,6 +22,7 @@ from rclpy.exceptions import InvalidHandle, ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
 from segzero_ros.client import split_ros_args
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tiny",
         action="store_true",
-        help="use the built-in tiny random models (plumbing tests; output is MEANINGLESS)",
+        help="use the built-in tiny random models (plumbing tests; output is MEANINGLESS); with "
+        "-p model_family:=qwen3_vl the tiny Qwen3-VL (two objects for 'all', none for 'unicorn')",
     )
     return parser
 
@@ -100,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                     namespace=node.get_namespace(),
                     require_section=False,
                 )
+            if args.tiny:
+                use_tiny_family(node)
         except (ParamsError, ParameterException) as error:
             print(f"segzero-perception: error: {one_line(error)}", file=sys.stderr)
             return EXIT_START_FAILED
@@ -124,6 +128,22 @@ def main(argv: list[str] | None = None) -> int:
             node.release()
             node.destroy_node()
         rclpy.try_shutdown()
+
+
+def use_tiny_family(node: PerceptionNode) -> None:
+    """--tiny with model_family qwen3_vl (from -p, a parameter file or the launch file): the
+    tiny Qwen3-VL (two objects for a query with "all", none for "unicorn", else one) replaces
+    the tiny Qwen2.5-VL. Read after the node is built, so its own parameter resolution
+    (namespaces, wildcard sections) decides. Raises ParameterException when it is refused."""
+    if node.params.model_family != "qwen3_vl":
+        return
+    from segzero_model.tiny import ensure_tiny_qwen3_vl
+
+    reasoner = str(ensure_tiny_qwen3_vl())
+    result = node.set_parameters([Parameter("reasoning_model", value=reasoner)])[0]
+    if not result.successful:
+        raise ParameterException(result.reason, ["reasoning_model"])
+    node.get_logger().info(f"--tiny, model_family qwen3_vl: the tiny Qwen3-VL {reasoner}")
 
 
 class _SignalStop(threading.Event):

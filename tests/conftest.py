@@ -138,6 +138,7 @@ DOMAIN_SLOTS = (
     "launch_run",
     "launch_pytest",
     "dds_profile",
+    "node_families",
 )
 
 
