@@ -150,6 +150,9 @@ def test_summary_records_what_it_takes_to_reproduce_the_number(dataset_dir, unin
     assert summary["settings"]["max_new_tokens"] == 128
     assert summary["settings"]["device"] == "cpu"
     assert summary["settings"]["dtype"] == "float32"
+    assert (summary["settings"]["model_family"], summary["settings"]["image_size"]) == (
+        "seg_zero", 840,
+    )  # fmt: skip
     assert summary["versions"]["torch"] and summary["versions"]["datasets"]
     assert summary["date"].startswith("20")
     run_file = json.loads((uninterrupted / "run.json").read_text())
@@ -243,9 +246,31 @@ def test_ground_truth_masks_and_scoring_rules():
     assert score(half, gt) == (6, 16, False)  # columns 2..5 of all 4 rows
 
 
+def test_a_list_familys_objects_are_scored_as_the_union_of_their_masks():
+    from segzero_model.result import ObjectResult
+
+    gt = np.zeros((4, 6), bool)
+    gt[:, :2] = gt[:, 4:] = True  # two objects, 16 pixels
+    left, right = np.zeros_like(gt), np.zeros_like(gt)
+    left[:, :2], right[:, 4:] = True, True
+    objects = [ObjectResult((0, 0, 1, 3), (), left), ObjectResult((4, 0, 5, 3), (), right)]
+    union = SegmentationResult(Status.OK, "q", (6, 4), mask=left | right, objects=objects)
+    assert score(union, gt) == (16, 16, False)
+    rebuilt = SegmentationResult(Status.OK, "q", (6, 4), objects=objects)  # no mask: from objects
+    assert score(rebuilt, gt) == (16, 16, False)
+
+
+def test_a_model_family_that_does_not_serve_the_checkpoint_exits_2(
+    dataset_dir, tmp_path, tiny_cache, capsys
+):
+    assert run(dataset_dir, tmp_path / "out", "--model-family", "qwen3_vl") == 2
+    assert "model family 'qwen3_vl' serves" in capsys.readouterr().err
+
+
 def test_help_lists_every_option_with_its_help():
     assert all(action.help for action in build_parser()._actions)
     out = training_script_help("evaluate.py")
     assert out.startswith("usage: evaluate.py")
-    for option in ("--reasoning-model", "--dataset", "--output-dir", "--max-new-tokens", "--tiny"):
+    options = ("--reasoning-model", "--dataset", "--output-dir", "--max-new-tokens", "--tiny")
+    for option in (*options, "--model-family"):
         assert option in out, option

@@ -16,6 +16,7 @@ from conftest import tiny_recipe
 
 from segzero_model.prompt import RECIPE_FILE
 from segzero_training import grpo, preflight
+from segzero_training.recipe import RecipeError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "training" / "configs"
@@ -102,6 +103,67 @@ def test_released_recipe_parses_with_the_papers_settings(
     assert config.per_device_train_batch_size * 8 * config.gradient_accumulation_steps == 16 * 8
 
 
+@pytest.fixture(scope="module")
+def tiny_qwen3_dir(tmp_path_factory):
+    """A random tiny Qwen3-VL (seconds to write): a qwen3_vl-family base model."""
+    from segzero_model.tiny.qwen3 import write_tiny_qwen3_vl
+
+    return write_tiny_qwen3_vl(tmp_path_factory.mktemp("qwen3") / "tiny", taught=False)
+
+
+def test_qwen3_vl_recipe_is_refused_until_multi_object_rewards_exist(
+    tiny_qwen3_dir, training_data_dir, tmp_path, monkeypatch
+):
+    """The recipe parses (every key known, batch for 8 GPUs), and pre-flight refuses its family
+    clearly instead of training list answers on single-object rewards."""
+    monkeypatch.setattr(preflight, "world_size", lambda: 8)
+    with pytest.raises(RecipeError) as caught:
+        grpo.parse_and_check(
+            [
+                "--config",
+                str(CONFIGS / "qwen3_vl_4b.yaml"),
+                f"model_name_or_path={tiny_qwen3_dir}",
+                f"dataset_path={training_data_dir}",
+                f"output_dir={tmp_path / 'run'}",
+                "use_cpu=true",
+                "--check",
+            ]
+        )
+    (refused, data) = caught.value.problems
+    assert refused.startswith("model_family: 'qwen3_vl' answers 'list'")
+    assert "multi-object rewards are not implemented yet; see issue 11" in refused
+    assert data.startswith("dataset_path: images must be 896x896")  # the family's size
+
+
+def test_a_family_that_does_not_serve_the_model_is_refused(
+    tiny_qwen_dir, training_data_dir, tmp_path
+):
+    with pytest.raises(RecipeError) as caught:
+        grpo.parse_and_check(
+            tiny_recipe(tiny_qwen_dir, training_data_dir, tmp_path / "r", "model_family=qwen3_vl")
+        )
+    (problem,) = caught.value.problems
+    assert problem.startswith("model_family: model family 'qwen3_vl' serves")
+
+
+def test_a_family_file_gives_the_training_prompt(tiny_qwen_dir, training_data_dir, tmp_path):
+    """A single-object, pixel-frame family (a user's .yaml) trains with its own prompt, and the
+    saved recipe names the file so the checkpoint is asked the same way."""
+    family = tmp_path / "mine.yaml"
+    family.write_text(
+        "prompt: \"Find '{question}'. Answer in <answer> </answer> tags.\"\n"
+        "answer: single\nframe: absolute\nimage_size: 840\nquestion: seg_zero\n"
+    )
+    args, config, _ = grpo.parse_and_check(
+        tiny_recipe(tiny_qwen_dir, training_data_dir, tmp_path / "run", f"model_family={family}")
+    )
+    trainer = grpo.build_trainer(args, config)
+    problem = trainer.train_dataset[0]["problem"]
+    text = trainer.train_dataset[0]["prompt"][0]["content"][1]["text"]
+    assert text == f"Find '{problem.lower().strip('.')}'. Answer in <answer> </answer> tags."
+    assert args.family_record() == str(family.resolve())
+
+
 def test_defaults_in_code_are_the_papers():
     config = grpo.SegZeroGRPOConfig(output_dir="x", use_cpu=True, bf16=False)
     assert (config.learning_rate, config.weight_decay, config.beta) == (1e-6, 0.01, 0.005)
@@ -154,6 +216,10 @@ def test_two_steps_resume_and_the_result_loads_in_segzero_infer(
         assert 1 <= log["completions/mean_length"] <= 8
     recipe = json.loads((output / RECIPE_FILE).read_text())
     assert recipe["method"] == "grpo" and recipe["steps"] == 2 and recipe["thinking"] is True
+    assert recipe["family"] == "seg_zero"  # read back by family_for_checkpoint
+    from segzero_model.families import family_for_checkpoint
+
+    assert family_for_checkpoint(output).name == "seg_zero"
 
     # A second run on the same output_dir must say how to continue ...
     again = tiny_recipe(tiny_qwen_dir, training_data_dir, output, "max_steps=3")

@@ -106,6 +106,35 @@ def test_a_processor_that_resizes_the_image_or_a_length_limit_that_cuts_it(tiny_
     assert "resizes the 840x840 image" in resized and "max_pixels >= 705600" in resized
 
 
+def test_a_family_image_size_the_processor_would_resize_is_refused(
+    tiny_qwen_dir, training_data_dir, tmp_path
+):
+    """The family's image size, not 840, is what the processor must keep and what the token
+    count is taken at."""
+    family = tmp_path / "odd.yaml"
+    family.write_text("prompt: 'Find {question}.'\nanswer: single\nframe: absolute\n")
+    with family.open("a") as file:
+        file.write("image_size: 850\n")
+    recipe = tiny_recipe(tiny_qwen_dir, training_data_dir, tmp_path / "r", f"model_family={family}")
+    (size, data) = problems_of(recipe)
+    assert size.startswith("model_family: image size 850 would be resized by the processor")
+    assert "multiples of 28" in size
+    assert data.startswith("dataset_path: images must be 850x850")
+
+    from transformers import AutoConfig, AutoProcessor
+
+    from segzero_model.prompt import build_messages
+
+    processor = AutoProcessor.from_pretrained(tiny_qwen_dir)
+    assert "e.g. 840" in preflight.image_size_problems(processor, 850)[0]
+    config = AutoConfig.from_pretrained(tiny_qwen_dir)
+    (small,) = preflight.prompt_problems(
+        processor, config, build_messages("x"), max_completion_length=8,
+        vllm_max_model_length=10, image_size=560,
+    )  # fmt: skip
+    assert 400 < int(small.split(" tokens")[0].split()[-1]) < 900  # 560x560: 400 image tokens
+
+
 def test_deepspeed_configs_are_checked_against_the_model_and_batch():
     common = dict(per_device_train_batch_size=2, gradient_accumulation_steps=8, processes=8)
     for name in ("zero2.json", "zero3.json"):

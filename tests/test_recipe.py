@@ -125,3 +125,20 @@ def test_a_new_default_keeps_trls_help_text():
 def test_main_exits_2_with_the_problems_on_stderr(tmp_path, capsys):
     assert grpo.main(["--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml' does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "recipe", ["seg_zero_3b.yaml", "seg_zero_7b.yaml", "qwen3_vl_4b.yaml", "smoke_tiny.yaml"]
+)
+def test_shipped_grpo_recipes_hold_only_known_keys_and_valid_values(recipe):
+    """A dry parse (no model or data loaded): every key is a field, every value its type."""
+    from segzero_training.recipe import load_recipe_file
+
+    parser = grpo.build_parser()
+    config = Path(__file__).resolve().parents[1] / "training" / "configs" / recipe
+    line = split_command_line(["--config", str(config), "use_cpu=true"], parser)  # bf16: no GPU
+    args, _, given = parse_recipe(parser, line)
+    assert set(load_recipe_file(config)) | {"use_cpu"} == given
+    if recipe == "qwen3_vl_4b.yaml":
+        assert args.model_family == "qwen3_vl"
+        assert args.model_name_or_path == "Qwen/Qwen3-VL-4B-Instruct"

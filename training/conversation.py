@@ -9,6 +9,9 @@ model is trained on exactly the chat the reasoner later sends it:
   ``<answer>{"bbox": [...], "points_1": [...], "points_2": [...]}</answer>``: the answer JSON in
   the format the strict rewards and the inference parser accept, and no reasoning.
 
+A model family (`segzero_model.families`) other than Seg-Zero's brings its own prompt text
+(`training_messages`); Seg-Zero's keeps `build_messages` with the recipe's variant.
+
 Adding columns with `Dataset.map` keeps the stored images as they are (no decode, no re-encode).
 """
 
@@ -16,9 +19,21 @@ from __future__ import annotations
 
 import json
 
-from segzero_model.prompt import build_messages
+from segzero_model.prompt import build_messages, build_prompt
 from segzero_model.reply import STRICT_KEYS
 from segzero_model.targets import parse_solution
+
+
+def training_messages(
+    problem: str, family=None, *, thinking: bool = True, answer: str = "box_points"
+) -> list[dict]:
+    """The user turn for `problem`: `build_messages` (the recipe's thinking and answer variant)
+    for the Seg-Zero prompt (`family` None or one whose prompt is `build_prompt`), else the
+    image then `family.prompt(problem)`."""
+    if family is None or getattr(family.prompt, "func", family.prompt) is build_prompt:
+        return build_messages(problem, thinking=thinking, answer=answer)
+    text = family.prompt(problem)
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
 
 
 def answer_json(solution: object, answer: str = "box_points") -> str:
@@ -37,21 +52,23 @@ def target_completion(solution: object, answer: str = "box_points") -> list[dict
     return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
 
 
-def grpo_dataset(dataset, *, thinking: bool = True, answer: str = "box_points"):
+def grpo_dataset(dataset, *, thinking: bool = True, answer: str = "box_points", family=None):
     """`dataset` with the ``prompt`` column GRPOTrainer samples completions for."""
     return dataset.map(
-        lambda problem: {"prompt": build_messages(problem, thinking=thinking, answer=answer)},
+        lambda problem: {
+            "prompt": training_messages(problem, family, thinking=thinking, answer=answer)
+        },
         input_columns="problem",
         desc="prompts",
     )
 
 
-def sft_dataset(dataset, *, answer: str = "box_points"):
+def sft_dataset(dataset, *, answer: str = "box_points", family=None):
     """`dataset` as prompt-completion pairs for SFTTrainer: the no-thinking prompt (the paper's
     SFT baseline answers without reasoning) and the ground-truth answer as the completion."""
     return dataset.map(
         lambda problem, solution: {
-            "prompt": build_messages(problem, thinking=False, answer=answer),
+            "prompt": training_messages(problem, family, thinking=False, answer=answer),
             "completion": target_completion(solution, answer),
         },
         input_columns=["problem", "solution"],

@@ -22,7 +22,12 @@ Written to ``--output-dir``:
   (row of the split), ``image_id``, ``ann_id``, ``iou``, ``intersection``, ``union``,
   ``failed`` and the pipeline's result (`SegmentationResult.to_json_dict`: status, reason,
   bbox and points in original pixels, score, reasoning, raw output, timings).
-- ``run.json``: what produced results.jsonl (models, dataset, split, max_new_tokens, dtype);
+The reasoning model is asked in its model family (`segzero_model.families`: prompt, image size,
+answer format and frame; ``--model-family``, default auto from the checkpoint), and a family
+that answers a list of objects is scored on the union of their masks.
+
+- ``run.json``: what produced results.jsonl (models, dataset, split, max_new_tokens, dtype,
+  and the model family when one is named);
   a restart with other values is refused, so one file never mixes two runs.
 - ``summary.json``: gIoU, cIoU, count, total intersection and union, failures by status, the
   checkpoints (name, local path, cached hub revision), the dataset (path, split, fingerprint,
@@ -145,10 +150,20 @@ def _resize_nearest(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return resized.astype(bool)
 
 
+def predicted_mask(result) -> np.ndarray | None:
+    """What is scored: the union of every object's mask (a list family may name several; the
+    pipeline's `result.mask` is that union, rebuilt here from `objects` if it is missing)."""
+    if result.mask is not None:
+        return result.mask
+    masks = [obj.mask for obj in getattr(result, "objects", None) or [] if obj.mask is not None]
+    return np.logical_or.reduce(masks) if masks else None
+
+
 def score(result, gt: np.ndarray) -> tuple[int, int, bool]:
-    """(intersection, union, failed) of one `SegmentationResult` against its ground truth."""
-    failed = not result.ok or result.mask is None
-    pred = None if failed else result.mask
+    """(intersection, union, failed) of one `SegmentationResult` against its ground truth; the
+    prediction is the union of the answer's objects (`predicted_mask`)."""
+    pred = predicted_mask(result) if result.ok else None
+    failed = pred is None
     if pred is not None and pred.shape != gt.shape:
         pred = _resize_nearest(pred, gt.shape)
     intersection, union = intersection_and_union(pred, gt)
@@ -422,6 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-new-tokens", type=int, default=1024, help="reasoning tokens per answer (1024)"
     )
     parser.add_argument(
+        "--model-family",
+        default="auto",
+        help="auto (from the checkpoint's model type and recipe), seg_zero, vision_reasoner, "
+        "qwen3_vl or a family .yaml file (default auto)",
+    )
+    parser.add_argument(
         "--tiny",
         action="store_true",
         help="use the built-in tiny random models (a smoke test; the numbers are meaningless)",
@@ -461,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": args.max_new_tokens,
         "dtype": args.dtype or "auto",
     }
+    if args.model_family != "auto":  # absent for auto, so earlier runs still resume
+        run["model_family"] = args.model_family
     output_dir = args.output_dir
     try:
         _check_run(output_dir, run)
@@ -478,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             dtype=args.dtype,
             max_new_tokens=args.max_new_tokens,
+            model_family=args.model_family,
         )
     except (ModelNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -496,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         reasoner = pipeline.reasoner
         device, dtype = reasoner.device, str(reasoner.dtype).removeprefix("torch.")
+        family = reasoner.family
         pipeline.close()
 
     summary = {
@@ -517,6 +542,9 @@ def main(argv: list[str] | None = None) -> int:
             "device": device,
             "requested_dtype": args.dtype or "auto",
             "requested_device": args.device,
+            "model_family": family.name,
+            "requested_model_family": args.model_family,
+            "image_size": family.image_size,
             "limit": args.limit,
             "tiny": args.tiny,
         },

@@ -6,7 +6,9 @@
     python training/grpo.py --help                   # every key, with its help and default
     python training/grpo.py --config training/configs/smoke_tiny.yaml   # a 1-minute CPU run
 
-The model gets each training image (840x840) and the prompt of `segzero_model.prompt`, samples
+The model gets each training image (840x840) and the prompt of `segzero_model.prompt` (or of
+the recipe's ``model_family``, `segzero_model.families`; the rewards read one object in pixels,
+so a family answering a list or in relative coordinates is refused in pre-flight), samples
 ``num_generations`` completions per prompt and is pushed towards the ones the rewards of
 `segzero_model.rewards` score higher; SAM2 plays no part in training. Keys are the fields of
 `SegZeroArguments` (model, data and the paper's ablation switches) and of TRL's `GRPOConfig`,
@@ -143,23 +145,28 @@ def vllm_available() -> bool:
 
 
 def model_and_data_problems(args: SegZeroArguments, config: GRPOConfig) -> list[str]:
-    """Checks that load the model's config and processor and the dataset (not the weights)."""
-    problems = preflight.model_problems(args.model_name_or_path)
-    problems += preflight.dataset_problems(args.dataset_path, args.dataset_split)
+    """Checks that load the model's config and processor and the dataset (not the weights):
+    the model family must be one the rewards read, its image size one the processor keeps."""
+    from segzero_model.geometry import REASONING_SIZE
+
+    family, processor, problems = preflight.model_family_problems(args, "grpo")
+    size = family.image_size if family is not None else REASONING_SIZE
+    problems += preflight.dataset_problems(args.dataset_path, args.dataset_split, image_size=size)
     if problems:
         return problems
-    from transformers import AutoConfig, AutoProcessor
+    from transformers import AutoConfig
 
-    from segzero_model.prompt import build_messages
     from segzero_model.reasoner import resolve_checkpoint
+    from segzero_training.conversation import training_messages
 
     path = resolve_checkpoint(args.model_name_or_path)
     return preflight.prompt_problems(
-        AutoProcessor.from_pretrained(path),
+        processor,
         AutoConfig.from_pretrained(path),
-        build_messages("the object", thinking=args.thinking, answer=args.answer),
+        training_messages("the object", family, thinking=args.thinking, answer=args.answer),
         max_completion_length=config.max_completion_length,
         vllm_max_model_length=config.vllm_max_model_length if config.use_vllm else None,
+        image_size=size,
     )
 
 
@@ -202,7 +209,9 @@ def build_trainer(args: SegZeroArguments, config: GRPOConfig):
     dataset = load_training_dataset(args.dataset_path, args.dataset_split)
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
-    dataset = grpo_dataset(dataset, thinking=args.thinking, answer=args.answer)
+    dataset = grpo_dataset(
+        dataset, thinking=args.thinking, answer=args.answer, family=args.family()
+    )
     path = resolve_checkpoint(args.model_name_or_path)
     config.model_init_kwargs = args.model_init_kwargs(config.model_init_kwargs)
     processor = AutoProcessor.from_pretrained(path, padding_side="left")

@@ -17,6 +17,8 @@ from pathlib import Path
 from segzero_model.geometry import REASONING_SIZE
 
 QWEN_VL_TYPES = ("qwen2_5_vl", "qwen2_vl")
+# What the rule-based rewards (segzero_model.rewards) and the SFT targets can read today.
+TRAINABLE_ANSWER = ("single", "absolute")
 
 
 def world_size() -> int:
@@ -26,8 +28,10 @@ def world_size() -> int:
 
 def model_problems(name: str, key: str = "model_name_or_path") -> list[str]:
     """The model must be a complete local checkpoint (or cached / downloadable hub id) of a
-    Qwen2-VL or Qwen2.5-VL model: Seg-Zero's prompt and image-token checks assume one."""
+    model type some family serves (`families.SUPPORTED_MODEL_TYPES`); `family_problems` then
+    says whether its family can be trained."""
     from segzero_model.errors import ModelNotFoundError
+    from segzero_model.families import SUPPORTED_MODEL_TYPES
     from segzero_model.reasoner import resolve_checkpoint
 
     try:
@@ -35,14 +39,69 @@ def model_problems(name: str, key: str = "model_name_or_path") -> list[str]:
     except ModelNotFoundError as error:
         return [f"{key}: {error}"]
     model_type = json.loads((path / "config.json").read_text()).get("model_type")
-    if model_type not in QWEN_VL_TYPES:
-        return [f"{key}: {name!r} is a {model_type!r} model; Seg-Zero trains {QWEN_VL_TYPES}"]
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        return [
+            f"{key}: {name!r} is a {model_type!r} model; Seg-Zero trains {SUPPORTED_MODEL_TYPES}"
+        ]
     return []
 
 
-def dataset_problems(path: str | None, split: str, key: str = "dataset_path") -> list[str]:
+def family_problems(args, method: str) -> tuple[object, list[str]]:
+    """``(family, problems)`` of the run's model family (`ModelDataArguments.family`; family
+    None when it cannot be chosen). `method` "grpo" or "sft": both read the answer as one
+    object in the image's pixels (the rewards, the SFT targets), so a family that answers a
+    list of objects or in relative coordinates is refused rather than trained on wrong
+    rewards."""
+    try:
+        family = args.family()
+    except ValueError as error:
+        return None, [f"model_family: {error}"]
+    if (family.answer, family.frame) != TRAINABLE_ANSWER:
+        what = "rewards" if method == "grpo" else "SFT targets"
+        return family, [
+            f"model_family: {family.name!r} answers {family.answer!r} ({family.frame!r} frame) "
+            f"but {method.upper()} reads one object in pixels: multi-object {what} are not "
+            "implemented yet; see issue 11 (train a seg_zero family model for now)"
+        ]
+    return family, []
+
+
+def model_family_problems(args, method: str) -> tuple[object, object, list[str]]:
+    """``(family, processor, problems)``: `model_problems`, then `family_problems`, then
+    `image_size_problems` with the base model's processor (family or processor None when
+    not reached)."""
+    problems = model_problems(args.model_name_or_path)
+    if problems:
+        return None, None, problems
+    family, problems = family_problems(args, method)
+    if family is None:
+        return None, None, problems
+    from transformers import AutoProcessor
+
+    from segzero_model.reasoner import resolve_checkpoint
+
+    processor = AutoProcessor.from_pretrained(resolve_checkpoint(args.model_name_or_path))
+    return family, processor, problems + image_size_problems(processor, family.image_size)
+
+
+def image_size_problems(processor, image_size: int) -> list[str]:
+    """The processor must keep the family's square image as it is (`families.check_image_size`),
+    else the answer's frame is not the image the model saw."""
+    from segzero_model.families import check_image_size
+
+    try:
+        check_image_size(processor, image_size)
+    except ValueError as error:
+        return [f"model_family: {error}"]
+    return []
+
+
+def dataset_problems(
+    path: str | None, split: str, key: str = "dataset_path", image_size: int = REASONING_SIZE
+) -> list[str]:
     """The training data must load (`prepare_data.load_training_dataset`), be non-empty and
-    hold 840x840 images: the solutions are in that frame."""
+    hold `image_size` square images (the model family's; 840 for Seg-Zero): the solutions are
+    in that frame, so the images cannot be resized without them."""
     from segzero_training.prepare_data import load_training_dataset
 
     if not path:
@@ -55,10 +114,11 @@ def dataset_problems(path: str | None, split: str, key: str = "dataset_path") ->
     if len(dataset) == 0:
         return [f"{key}: split {split!r} of {path} has no rows"]
     size = dataset[0]["image"].size
-    if size != (REASONING_SIZE, REASONING_SIZE):
+    if size != (image_size, image_size):
         return [
-            f"{key}: images must be {REASONING_SIZE}x{REASONING_SIZE} (the frame the solutions "
-            f"are in), the first is {size[0]}x{size[1]}; rebuild it with training/prepare_data.py"
+            f"{key}: images must be {image_size}x{image_size} (the model family's image size, "
+            f"the frame the solutions are in), the first is {size[0]}x{size[1]}; rebuild it with "
+            "training/prepare_data.py"
         ]
     return []
 
@@ -144,23 +204,25 @@ def prompt_problems(
     *,
     max_completion_length: int,
     vllm_max_model_length: int | None = None,
+    image_size: int = REASONING_SIZE,
 ) -> list[str]:
-    """Tokenise one real prompt with its 840x840 image: the processor must keep the image at
-    840x840 (else the model answers in another frame), and prompt + completion must fit every
-    length limit, so no image token is ever cut."""
+    """Tokenise one real prompt with its square image (`image_size`, the model family's: 840
+    for Seg-Zero): the processor must keep the image at that size (else the model answers in
+    another frame), and prompt + completion must fit every length limit, so no image token is
+    ever cut."""
     from PIL import Image
 
-    image = Image.new("RGB", (REASONING_SIZE, REASONING_SIZE))
+    image = Image.new("RGB", (image_size, image_size))
     text = processor.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     batch = processor(text=[text], images=[image], return_tensors="pt")
     problems = []
     patch = getattr(processor.image_processor, "patch_size", 14)
     _, rows, cols = (int(v) for v in batch["image_grid_thw"][0])
-    if (rows * patch, cols * patch) != (REASONING_SIZE, REASONING_SIZE):
+    if (rows * patch, cols * patch) != (image_size, image_size):
         problems.append(
-            f"the processor resizes the {REASONING_SIZE}x{REASONING_SIZE} image to "
-            f"{cols * patch}x{rows * patch}: set max_pixels >= {REASONING_SIZE**2} and "
-            f"min_pixels <= {REASONING_SIZE**2} in the model's preprocessor_config.json"
+            f"the processor resizes the {image_size}x{image_size} image to "
+            f"{cols * patch}x{rows * patch}: set max_pixels >= {image_size**2} and "
+            f"min_pixels <= {image_size**2} in the model's preprocessor_config.json"
         )
     prompt_tokens = int(batch["input_ids"].shape[1])
     total = prompt_tokens + max_completion_length

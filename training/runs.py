@@ -54,6 +54,14 @@ class ModelDataArguments:
             "choices": list(VARIANTS),  # the one list: segzero_model.reply
         },
     )
+    model_family: str = field(
+        default="auto",
+        metadata={
+            "help": "Model family (segzero_model.families): the prompt, answer format and image "
+            "size trained with; auto: the base model's (by its model_type and recipe), else "
+            "seg_zero, vision_reasoner, qwen3_vl or a family .yaml file."
+        },
+    )
     tiny: bool = field(
         default=False,
         metadata={
@@ -70,6 +78,22 @@ class ModelDataArguments:
 
             logger.warning(TINY_WARNING)
             self.model_name_or_path = str(ensure_tiny_models()[0])
+
+    def family(self):
+        """The `segzero_model.families.Family` this run trains in: `model_family` for the base
+        model (ValueError naming the choices for an unknown family or one that does not serve
+        the base model's type)."""
+        from segzero_model.families import family_for_checkpoint
+        from segzero_model.reasoner import resolve_checkpoint
+
+        return family_for_checkpoint(resolve_checkpoint(self.model_name_or_path), self.model_family)
+
+    def family_record(self) -> str:
+        """What `RECIPE_FILE` records as ``family`` (read back by `family_for_checkpoint`): the
+        family's name, or the absolute path of a family .yaml file."""
+        if Path(self.model_family).suffix.lower() in (".yaml", ".yml"):
+            return str(Path(self.model_family).expanduser().resolve())
+        return self.family().name
 
     def model_init_kwargs(self, given: dict | None) -> dict:
         """The trainer's model_init_kwargs: the user's, with this recipe's dtype and attention."""
@@ -133,6 +157,7 @@ def save_final(trainer, output_dir: str, args: ModelDataArguments, **recipe) -> 
         record = {
             "base_model": values.pop("model_name_or_path"),
             "steps": trainer.state.global_step,
+            "family": args.family_record(),
             **recipe,
             **values,
         }

@@ -123,17 +123,21 @@ def length_problems(processor, example: dict, max_length: int | None) -> list[st
 
 
 def model_and_data_problems(args: SFTScriptArguments, config: SFTConfig) -> list[str]:
-    """Checks that load the model's config and processor and the dataset (not the weights)."""
-    problems = preflight.model_problems(args.model_name_or_path)
-    problems += preflight.dataset_problems(args.dataset_path, args.dataset_split)
+    """Checks that load the model's config and processor and the dataset (not the weights):
+    the model family must answer one object in pixels (the targets' format), its image size
+    one the processor keeps."""
+    from segzero_model.geometry import REASONING_SIZE
+
+    family, processor, problems = preflight.model_family_problems(args, "sft")
+    size = family.image_size if family is not None else REASONING_SIZE
+    problems += preflight.dataset_problems(args.dataset_path, args.dataset_split, image_size=size)
     if problems:
         return problems
-    from transformers import AutoConfig, AutoProcessor
+    from transformers import AutoConfig
 
     from segzero_model.reasoner import resolve_checkpoint
 
     path = resolve_checkpoint(args.model_name_or_path)
-    processor = AutoProcessor.from_pretrained(path)
     example = load_sft_dataset(args, limit=1)[0]
     completion_text = example["completion"][0]["content"][0]["text"]
     problems = preflight.prompt_problems(
@@ -141,6 +145,7 @@ def model_and_data_problems(args: SFTScriptArguments, config: SFTConfig) -> list
         AutoConfig.from_pretrained(path),
         example["prompt"],
         max_completion_length=len(processor.tokenizer(completion_text)["input_ids"]) + 2,
+        image_size=size,
     )
     return problems + length_problems(processor, example, config.max_length)
 
@@ -177,7 +182,7 @@ def load_sft_dataset(args: SFTScriptArguments, limit: int | None = None):
     count = min(n for n in (args.max_samples, limit, len(dataset)) if n is not None)
     if count < len(dataset):
         dataset = dataset.select(range(count))
-    return sft_dataset(dataset, answer=args.answer)
+    return sft_dataset(dataset, answer=args.answer, family=args.family())
 
 
 def build_trainer(args: SFTScriptArguments, config: SFTConfig):
