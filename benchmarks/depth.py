@@ -18,12 +18,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from provenance import git_commit
 
 from segzero_model.depth import Intrinsics, RawDepth, depth_to_metres, locate_object
 
@@ -81,20 +80,6 @@ def measure(width: int, height: int, repeats: int) -> dict:
         "size_m": [round(v, 4) for v in geometry.size],
         "depth_points": geometry.valid_points,
     }
-
-
-def git_commit() -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() or None
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -126,7 +126,7 @@ def synchronize(device: str) -> None:
     import torch
 
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def timed(sync_device, function, /, *args, **kwargs):

@@ -24,14 +24,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from pipeline import describe_device, synchronize
+from provenance import git_commit
 
 QUERY = "the red cup"
 RSS_CHECKPOINT = 100  # the frame whose memory the last frame's is compared with
@@ -56,27 +56,6 @@ def cuda_mib(device: str) -> float | None:
     import torch
 
     return torch.cuda.memory_allocated(device) / 2**20 if device.startswith("cuda") else None
-
-
-def synchronize(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
-def git_commit() -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() or None
 
 
 def load_pipeline(sam2_config: str | None, device: str):
@@ -147,14 +126,6 @@ def track(pipeline, frames: int, width: int, height: int, device: str) -> dict:
         "memory": memory,
         "keep_frames": tracker.keep_frames,
     }
-
-
-def describe_device(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def main(argv: list[str] | None = None) -> None:

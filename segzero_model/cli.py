@@ -182,13 +182,9 @@ def _infer(args) -> int:
         except _DepthInputError as error:
             return _usage_error(str(error))
 
-    reasoning_model, segmentation_model = _model_names(args)
-    try:
-        pipeline = _load_pipeline(args, reasoning_model, segmentation_model)
-    except DeviceUnavailableError as error:
-        return _usage_error(error.advice("--device cpu"))
-    except (ModelNotFoundError, ValueError) as error:
-        return _usage_error(str(error))
+    pipeline = _open_pipeline(args)
+    if pipeline is None:
+        return EXIT_USAGE
 
     result = pipeline.segment(image, args.query)
     _print_result(result)
@@ -309,13 +305,9 @@ def _track(args) -> int:
     except TrackInputError as error:
         return _usage_error(str(error))
 
-    reasoning_model, segmentation_model = _model_names(args)
-    try:
-        pipeline = _load_pipeline(args, reasoning_model, segmentation_model)
-    except DeviceUnavailableError as error:
-        return _usage_error(error.advice("--device cpu"))
-    except (ModelNotFoundError, ValueError) as error:
-        return _usage_error(str(error))
+    pipeline = _open_pipeline(args)
+    if pipeline is None:
+        return EXIT_USAGE
 
     try:
         run = track_video(
@@ -369,25 +361,27 @@ def _model_names(args) -> tuple[str, str]:
     return str(reasoner), str(segmenter)
 
 
-def _load_pipeline(args, reasoning_model: str, segmentation_model: str):
-    """The pipeline, its reasoner in `--model-family`'s family (`auto` when the command has no
-    such option)."""
+def _open_pipeline(args):
+    """The pipeline the options name, its reasoner in `--model-family`'s family (`auto` when
+    the command has no such option); None after saying why it cannot load."""
     from segzero_model.pipeline import SegZeroPipeline
-    from segzero_model.reasoner import Reasoner
-    from segzero_model.segmenter import Segmenter
 
+    reasoning_model, segmentation_model = _model_names(args)
     print(f"loading {reasoning_model} and {segmentation_model} ...", file=sys.stderr)
-    model_family = getattr(args, "model_family", "auto")
-    settings = {"device": args.device, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens}
-    if model_family == "auto":
-        return SegZeroPipeline.from_pretrained(reasoning_model, segmentation_model, **settings)
-    reasoner = Reasoner.from_pretrained(reasoning_model, model_family=model_family, **settings)
     try:
-        segmenter = Segmenter.from_pretrained(segmentation_model, device=args.device)
-    except BaseException:
-        reasoner.close()
-        raise
-    return SegZeroPipeline(reasoner, segmenter)
+        return SegZeroPipeline.from_pretrained(
+            reasoning_model,
+            segmentation_model,
+            device=args.device,
+            dtype=args.dtype,
+            max_new_tokens=args.max_new_tokens,
+            model_family=getattr(args, "model_family", "auto"),
+        )
+    except DeviceUnavailableError as error:
+        _usage_error(error.advice("--device cpu"))
+    except (ModelNotFoundError, ValueError) as error:
+        _usage_error(str(error))
+    return None
 
 
 def _print_result(result) -> None:
