@@ -262,12 +262,14 @@ def test_compressed_camera(harness, tiny_qwen_dir, tiny_sam2_dir):
         assert result.header == frame.header
         assert (result.mask.height, result.mask.width) == (60, 80)
         # Nobody subscribed to this node's overlay, so none was drawn: a late subscriber gets
-        # the latched mask but no overlay.
+        # the latched mask but no overlay. The parts go out after the result, so the overlay
+        # subscriber joins only once the mask (sent just before the overlay check) is out.
         masks: list = []
         overlays: list = []
         entities.append(probe.create_subscription(Image, "/c/mask", masks.append, LATCHED))
-        entities.append(probe.create_subscription(Image, "/c/overlay", overlays.append, LATCHED))
         wait_until(lambda: masks, 10, "latched mask")
+        time.sleep(0.2)
+        entities.append(probe.create_subscription(Image, "/c/overlay", overlays.append, LATCHED))
         time.sleep(0.5)
         assert not overlays
 
