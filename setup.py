@@ -49,6 +49,7 @@ setup(
             "deepspeed>=0.17",
             "matplotlib>=3.8",
             "pyyaml>=6.0",
+            "scipy>=1.11",  # the multi-object rewards' optimal matching
         ],
     },
     entry_points={

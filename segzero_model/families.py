@@ -53,6 +53,9 @@ class Family:
     frame: str  # one of FRAMES
     image_size: int  # the square side, in pixels, every image is resized to
     round_pixels: bool = False  # round scaled coordinates half up (VisionReasoner's release)
+    # query -> the user text asking for the answer alone (SFT, and GRPO with thinking=false);
+    # None when the family has none (VisionReasoner's release asks only with thinking).
+    prompt_without_thinking: Callable[[str], str] | None = None
 
     def __post_init__(self):
         if self.answer not in ANSWER_FORMATS:
@@ -121,6 +124,17 @@ QWEN3_VL_TEMPLATE = (
     ' "point_2d": [36,131]}]</answer>'
 )
 
+# The same ask without thinking: the answer alone (SFT, and GRPO's no-CoT recipe).
+QWEN3_VL_DIRECT_TEMPLATE = (
+    'Please find "{question}" in the image.'
+    "Compare the difference between objects and find every object that matches."
+    "Output the final answer in <answer> </answer> tags."
+    "The answer is a JSON list with one item per matching object, each a bbox_2d [x1, y1, x2, y2]"
+    " and a point_2d [x, y] inside the object, in relative coordinates from 0 to 1000;"
+    " an empty list [] if nothing matches."
+    'i.e., <answer>[{"bbox_2d": [12,119,238,250], "point_2d": [36,131]}]</answer>'
+)
+
 # A multiple of 32 (Qwen3-VL: 16-pixel patches merged 2x2). 896 = 56 patches a side, the
 # nearest multiple of 32 above Seg-Zero's 840, so small objects keep at least the detail they
 # had (832 would lose 8 pixels); 784 image tokens, fewer than Seg-Zero's 900.
@@ -131,12 +145,24 @@ def qwen3_vl_prompt(query: str) -> str:
     return QWEN3_VL_TEMPLATE.replace("{question}", vision_reasoner_question(query))
 
 
+def qwen3_vl_direct_prompt(query: str) -> str:
+    return QWEN3_VL_DIRECT_TEMPLATE.replace("{question}", vision_reasoner_question(query))
+
+
 # --------------------------------------------------------------------------- the registry
 
 FAMILIES: dict[str, Family] = {
     family.name: family
     for family in (
-        Family("seg_zero", ("qwen2_5_vl", "qwen2_vl"), build_prompt, "single", "absolute", 840),
+        Family(
+            "seg_zero",
+            ("qwen2_5_vl", "qwen2_vl"),
+            build_prompt,
+            "single",
+            "absolute",
+            840,
+            prompt_without_thinking=partial(build_prompt, thinking=False),
+        ),
         Family(
             "vision_reasoner",
             ("qwen2_5_vl",),
@@ -153,6 +179,7 @@ FAMILIES: dict[str, Family] = {
             "list",
             "relative_1000",
             QWEN3_VL_IMAGE_SIZE,
+            prompt_without_thinking=qwen3_vl_direct_prompt,
         ),
     )
 }
@@ -236,7 +263,16 @@ def _describe(path_or_config) -> tuple[object, dict, Path | None]:
 
 # --------------------------------------------------------------------------- family files
 
-_FILE_KEYS = {"name", "model_types", "prompt", "answer", "frame", "image_size", "question"}
+_FILE_KEYS = {
+    "name",
+    "model_types",
+    "prompt",
+    "prompt_without_thinking",
+    "answer",
+    "frame",
+    "image_size",
+    "question",
+}
 # How the query is written into a custom prompt: as given, or normalised as a released family.
 _QUESTION_STYLES: dict[str, Callable[[str], str]] = {
     "as_is": str,
@@ -253,6 +289,7 @@ def load_family_file(path: str | os.PathLike) -> Family:
     """A custom family from YAML, so a fine-tune with its own prompt needs no code change::
 
         prompt: "Find '{question}'. Answer in <answer> </answer> tags ..."  # required
+        prompt_without_thinking: "..."  # optional: the answer alone (SFT, thinking=false)
         answer: single            # single | list
         frame: absolute           # absolute | relative_1000
         image_size: 840           # the square side; a multiple of the processor's patch*merge
@@ -282,14 +319,16 @@ def load_family_file(path: str | os.PathLike) -> Family:
     missing = sorted({"prompt", "answer", "frame", "image_size"} - set(data))
     if missing:
         raise ValueError(f"model family file {path}: missing keys {missing}")
-    template = data["prompt"]
-    if not isinstance(template, str) or "{question}" not in template:
-        raise ValueError(f"model family file {path}: 'prompt' must be text holding {{question}}")
+    templates = {key: data[key] for key in ("prompt", "prompt_without_thinking") if key in data}
+    for key, template in templates.items():
+        if not isinstance(template, str) or "{question}" not in template:
+            raise ValueError(f"model family file {path}: {key!r} must be text holding {{question}}")
     style = data.get("question", "as_is")
     if style not in _QUESTION_STYLES:
         raise ValueError(
             f"model family file {path}: 'question' {style!r} not in {list(_QUESTION_STYLES)}"
         )
+    direct = templates.get("prompt_without_thinking")
     model_types = data.get("model_types", [])
     if not isinstance(model_types, list) or not set(model_types) <= set(SUPPORTED_MODEL_TYPES):
         raise ValueError(
@@ -300,10 +339,13 @@ def load_family_file(path: str | os.PathLike) -> Family:
         return Family(
             name=str(data.get("name", path.stem)),
             model_types=tuple(model_types),
-            prompt=partial(_template_prompt, template, style),
+            prompt=partial(_template_prompt, templates["prompt"], style),
             answer=data["answer"],
             frame=data["frame"],
             image_size=data["image_size"],
+            prompt_without_thinking=(
+                None if direct is None else partial(_template_prompt, direct, style)
+            ),
         )
     except ValueError as exc:
         raise ValueError(f"model family file {path}: {exc}") from None

@@ -55,12 +55,11 @@ rewards give them (tests/test_rewards.py reproduces them and explains each numbe
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from segzero_model.geometry import REASONING_SIZE
 from segzero_model.metrics import box_iou
+from segzero_model.object_rewards import OBJECT_REWARD_FUNCTIONS
 from segzero_model.reply import (
     DEFAULT_VARIANT,
     STRICT_KEYS,
@@ -71,10 +70,10 @@ from segzero_model.reply import (
     first_json_object,
     is_strict_format,
     is_thinking_format,
-    short_repr,
     variant_has,
 )
-from segzero_model.targets import Box, Point, Solution, parse_solution
+from segzero_model.reward_columns import frame_sides, reward_solutions
+from segzero_model.targets import Box, Point, parse_solution
 
 __all__ = [
     "BOX_L1_THRESHOLD",
@@ -86,6 +85,7 @@ __all__ = [
     "box_l1_reward",
     "format_reward_name",
     "get_reward_functions",
+    "object_recipe_rewards",
     "points_only_reward",
     "points_reward",
     "recipe_rewards",
@@ -115,10 +115,6 @@ def _answer_object(completion: object) -> dict | None:
 
 
 # --------------------------------------------------------------------------- values
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _ordered(box: Sequence[float]) -> Box:
@@ -170,56 +166,6 @@ def _inside(point: Point, box: Box) -> bool:
     x, y = point
     x1, y1, x2, y2 = box
     return x1 <= x <= x2 and y1 <= y <= y2
-
-
-# --------------------------------------------------------------------------- ground truth
-
-
-def _solutions(solution: object, count: int, reward: str) -> list[Solution]:
-    """One parsed ground truth per completion, from TRL's ``solution`` column."""
-    if solution is None:
-        raise ValueError(f"{reward} needs the dataset column 'solution' (one per completion)")
-    if isinstance(solution, str | dict) or not isinstance(solution, Sequence):
-        raise ValueError(
-            f"{reward}: 'solution' must be a list with one ground truth per completion, got "
-            f"{type(solution).__name__}: {short_repr(solution)}"
-        )
-    if len(solution) != count:
-        raise ValueError(
-            f"{reward}: got {len(solution)} solutions for {count} completions; need one each"
-        )
-    return [parse_solution(s) for s in solution]
-
-
-def _frame_side(value: object) -> float:
-    """max(image size) from one ``image_size`` entry: None, a number or (width, height)."""
-    if value is None:
-        return float(REASONING_SIZE)
-    sides = value if isinstance(value, list | tuple) else [value]
-    if len(sides) not in (1, 2) or not all(_is_number(s) for s in sides):
-        raise ValueError(
-            f"image_size must be a number or a (width, height) pair, got {short_repr(value)}"
-        )
-    side = max(float(s) for s in sides)
-    if not (math.isfinite(side) and side > 0):
-        raise ValueError(f"image_size must be positive and finite, got {short_repr(value)}")
-    return side
-
-
-def _frame_sides(image_size: object, count: int) -> list[float]:
-    """max(image size) per completion: default 840, one value for all, or one per completion.
-
-    A list/tuple is read as one entry per completion (as TRL passes dataset columns), so a
-    single ``(width, height)`` pair must be given once per completion or as its maximum.
-    """
-    if isinstance(image_size, list | tuple):
-        if len(image_size) != count:
-            raise ValueError(
-                f"image_size has {len(image_size)} entries for {count} completions; give one "
-                f"per completion or a single number"
-            )
-        return [_frame_side(v) for v in image_size]
-    return [_frame_side(image_size)] * count
 
 
 # --------------------------------------------------------------------------- format rewards
@@ -292,7 +238,7 @@ def _box_scores(
 ) -> list[float]:
     """`score(pred_box, gt_box, index)` per completion; 0.0 when the answer has no usable bbox."""
     completions = list(completions)
-    truths = _solutions(solution, len(completions), reward)
+    truths = reward_solutions(solution, len(completions), reward, parse_solution)
     scores = []
     for index, (completion, (gt_box, _)) in enumerate(zip(completions, truths, strict=True)):
         pred = _predicted_box(_answer_object(completion))
@@ -345,7 +291,7 @@ def soft_box_l1_reward(
     (width, height) pair per completion, or one number for all.
     """
     completions = list(completions)
-    sides = _frame_sides(image_size, len(completions))
+    sides = frame_sides(image_size, len(completions))
     return _box_scores(
         completions,
         solution,
@@ -366,7 +312,7 @@ def _points_scores(
     bbox; 0.0 when the bbox or a point is missing or a point is outside the box. Without
     `inside_box` (points-only answers, which have no box) only the two points are needed."""
     completions = list(completions)
-    truths = _solutions(solution, len(completions), reward)
+    truths = reward_solutions(solution, len(completions), reward, parse_solution)
     scores = []
     for index, (completion, (_, gt_points)) in enumerate(zip(completions, truths, strict=True)):
         obj = _answer_object(completion)
@@ -404,7 +350,7 @@ def soft_points_reward(
     soft variant only relaxes the distance threshold). ``image_size`` as in
     `soft_box_l1_reward`."""
     completions = list(completions)
-    sides = _frame_sides(image_size, len(completions))
+    sides = frame_sides(image_size, len(completions))
     return _points_scores(
         completions,
         solution,
@@ -435,7 +381,7 @@ def soft_points_only_reward(
 ) -> list[float]:
     """`soft_points_reward` for points-only answers: max(0, 1 - distance / max(image size))."""
     completions = list(completions)
-    sides = _frame_sides(image_size, len(completions))
+    sides = frame_sides(image_size, len(completions))
     return _points_scores(
         completions,
         solution,
@@ -463,6 +409,7 @@ REWARD_FUNCTIONS: dict[str, Callable[..., list[float]]] = {
     "soft_points_format": soft_points_format_reward,
     "points_only": points_only_reward,
     "soft_points_only": soft_points_only_reward,
+    **OBJECT_REWARD_FUNCTIONS,  # the list-answer families' (segzero_model.object_rewards)
 }
 
 # The paper's final recipe (Section 4.4): strict format and hard accuracy rewards, at most 5.
@@ -523,6 +470,23 @@ def recipe_rewards(
     if has_points:
         names.append(f"{soft}points" if has_box else f"{soft}points_only")
     return tuple(names)
+
+
+# VisionReasoner's rewards for a list-answer family (segzero_model.object_rewards), in order.
+OBJECT_REWARDS: tuple[str, ...] = (
+    "thinking_format",
+    "objects_format",
+    "objects_box_iou",
+    "objects_box_l1",
+    "objects_points",
+    "non_repeat",
+)
+
+
+def object_recipe_rewards(*, thinking: bool = True) -> tuple[str, ...]:
+    """The reward names of a list-answer family's recipe: `OBJECT_REWARDS`, without the
+    thinking-format reward when the prompt asks for no thinking."""
+    return OBJECT_REWARDS if thinking else OBJECT_REWARDS[1:]
 
 
 def format_reward_name(format: str, answer: str = DEFAULT_VARIANT) -> str:

@@ -3,7 +3,9 @@ the training solution string both ways.
 
 `mask_to_target` computes the bbox and two points of a mask; `format_solution` writes them as
 the released datasets' ``solution`` column and `parse_solution` reads that column back (the
-rewards and the SFT targets call it).
+rewards and the SFT targets call it). VisionReasoner's data holds a list of objects instead
+(a box and one point each): `format_objects_solution` / `parse_objects_solution`, which also
+reads a single-object solution as a list of one.
 
 Seg-Zero rewards the model for a bbox and two points. Following the paper, the bbox is spanned by
 the leftmost, topmost, rightmost and bottommost foreground pixels, and the points are the centres
@@ -315,3 +317,79 @@ def parse_solution(solution: object) -> Solution:
     return _solution_from_dict(
         {"bbox": values[0:4], "points_1": values[4:6], "points_2": values[6:8]}, solution
     )
+
+
+# --------------------------------------------------------------------------- lists of objects
+
+
+@dataclass(frozen=True)
+class ObjectTruth:
+    """One ground-truth object of a list answer (VisionReasoner's form): an XYXY box and one
+    point inside it, as floats in the frame of the solution."""
+
+    bbox: Box
+    point: Point
+
+
+def format_objects_solution(objects: Sequence[ObjectTruth]) -> str:
+    """VisionReasoner's ``solution`` string for a list of objects, integer coordinates:
+    ``[{"bbox_2d": [x1, y1, x2, y2], "point_2d": [x, y]}, ...]`` (``[]``: no object).
+    `parse_objects_solution` reads it back."""
+    return json.dumps(
+        [
+            {"bbox_2d": [round(v) for v in o.bbox], "point_2d": [round(v) for v in o.point]}
+            for o in objects
+        ]
+    )
+
+
+def is_objects_solution(solution: object) -> bool:
+    """Whether `solution` is in the list form (a JSON list, decoded or not), not Seg-Zero's
+    single object."""
+    if isinstance(solution, list | tuple):
+        return True
+    return isinstance(solution, str) and solution.lstrip().startswith("[")
+
+
+def _object_from_item(item: object, index: int, original: object) -> ObjectTruth:
+    if not isinstance(item, dict):
+        raise ValueError(
+            f"malformed ground truth: object {index} is not a JSON object: {short_repr(original)}"
+        )
+    box = finite_numbers(item.get("bbox_2d"), 4)
+    point = finite_numbers(item.get("point_2d"), 2)
+    if box is None or point is None:
+        raise ValueError(
+            f"malformed ground truth: object {index} needs 'bbox_2d' (4 finite numbers) and "
+            f"'point_2d' (2), got {short_repr(item)} in {short_repr(original)}"
+        )
+    if box[0] > box[2] or box[1] > box[3]:
+        raise ValueError(
+            f"malformed ground truth: object {index}'s 'bbox_2d' must have x1 <= x2 and "
+            f"y1 <= y2, got {list(box)} in {short_repr(original)}"
+        )
+    return ObjectTruth(box, point)  # type: ignore[arg-type]
+
+
+def parse_objects_solution(solution: object) -> list[ObjectTruth]:
+    """The ground truth as a list of objects, as floats.
+
+    Reads VisionReasoner's list (a JSON string or the decoded list; ``[]`` is "no object"), or
+    any single-object form `parse_solution` reads, as one object whose point is ``points_1``
+    (the centre of the largest inscribed circle, the point deepest inside the object). Raises
+    ValueError, as `parse_solution` does: a malformed ground truth is a data bug.
+    """
+    if not is_objects_solution(solution):
+        box, (point, _) = parse_solution(solution)
+        return [ObjectTruth(box, point)]
+    items = solution
+    if isinstance(solution, str):
+        try:
+            items = json.loads(solution)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(
+                f"malformed ground truth: invalid JSON ({exc}): {short_repr(solution)}"
+            ) from exc
+    if not isinstance(items, list | tuple):
+        raise ValueError(f"malformed ground truth: not a JSON list: {short_repr(solution)}")
+    return [_object_from_item(item, i, solution) for i, item in enumerate(items)]

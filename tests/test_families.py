@@ -223,6 +223,22 @@ def test_a_custom_family_from_yaml(tmp_path):
     assert found == [FoundTarget((0.0, 50.0, 200.0, 100.0), ())]
     with pytest.raises(ValueError, match="serves \\('qwen2_5_vl',\\)"):
         family_for_checkpoint({"model_type": "qwen2_vl"}, str(path))
+    assert family.prompt_without_thinking is None  # SFT and thinking=false are refused
+    path.write_text(GOOD_YAML + "prompt_without_thinking: 'Just answer {question}.'\n")
+    assert load_family_file(path).prompt_without_thinking("The Cup.") == "Just answer the cup."
+
+
+def test_prompts_without_thinking():
+    """Seg-Zero's is its no-CoT prompt; Qwen3-VL's asks the same list without <think>;
+    VisionReasoner's release has none."""
+    from segzero_model.prompt import build_prompt
+
+    assert FAMILIES["seg_zero"].prompt_without_thinking("a cup") == build_prompt(
+        "a cup", thinking=False
+    )
+    direct = FAMILIES["qwen3_vl"].prompt_without_thinking("The Cup?")
+    assert "<think>" not in direct and '"the cup"' in direct and "0 to 1000" in direct
+    assert FAMILIES["vision_reasoner"].prompt_without_thinking is None
 
 
 @pytest.mark.parametrize(
@@ -233,6 +249,7 @@ def test_a_custom_family_from_yaml(tmp_path):
         (GOOD_YAML + "colour: red\n", r"unknown keys \['colour'\]"),
         ("prompt: '{question}'\nanswer: single\n", r"missing keys \['frame', 'image_size'\]"),
         (GOOD_YAML.replace("{question}", "{query}"), "must be text holding {question}"),
+        (GOOD_YAML + "prompt_without_thinking: 3\n", "'prompt_without_thinking' must be text"),
         (GOOD_YAML.replace("answer: single", "answer: many"), "answer 'many' not in"),
         (GOOD_YAML.replace("frame: relative_1000", "frame: pixels"), "frame 'pixels' not in"),
         (GOOD_YAML.replace("image_size: 448", "image_size: big"), "positive int, got 'big'"),

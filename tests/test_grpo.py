@@ -103,38 +103,6 @@ def test_released_recipe_parses_with_the_papers_settings(
     assert config.per_device_train_batch_size * 8 * config.gradient_accumulation_steps == 16 * 8
 
 
-@pytest.fixture(scope="module")
-def tiny_qwen3_dir(tmp_path_factory):
-    """A random tiny Qwen3-VL (seconds to write): a qwen3_vl-family base model."""
-    from segzero_model.tiny.qwen3 import write_tiny_qwen3_vl
-
-    return write_tiny_qwen3_vl(tmp_path_factory.mktemp("qwen3") / "tiny", taught=False)
-
-
-def test_qwen3_vl_recipe_is_refused_until_multi_object_rewards_exist(
-    tiny_qwen3_dir, training_data_dir, tmp_path, monkeypatch
-):
-    """The recipe parses (every key known, batch for 8 GPUs), and pre-flight refuses its family
-    clearly instead of training list answers on single-object rewards."""
-    monkeypatch.setattr(preflight, "world_size", lambda: 8)
-    with pytest.raises(RecipeError) as caught:
-        grpo.parse_and_check(
-            [
-                "--config",
-                str(CONFIGS / "qwen3_vl_4b.yaml"),
-                f"model_name_or_path={tiny_qwen3_dir}",
-                f"dataset_path={training_data_dir}",
-                f"output_dir={tmp_path / 'run'}",
-                "use_cpu=true",
-                "--check",
-            ]
-        )
-    (refused, data) = caught.value.problems
-    assert refused.startswith("model_family: 'qwen3_vl' answers 'list'")
-    assert "multi-object rewards are not implemented yet; see issue 11" in refused
-    assert data.startswith("dataset_path: images must be 896x896")  # the family's size
-
-
 def test_a_family_that_does_not_serve_the_model_is_refused(
     tiny_qwen_dir, training_data_dir, tmp_path
 ):

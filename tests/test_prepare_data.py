@@ -93,6 +93,18 @@ def test_folder_build_counts_skips_and_writes_the_released_layout(folder, tmp_pa
         assert np.array_equal(np.asarray(row["image"].convert("RGB")), np.asarray(resized))
 
 
+def test_image_size_writes_another_familys_frame(folder, tmp_path):
+    """--image-size 896 (Qwen3-VL's): images and solutions in that square, clamped to it."""
+    output = tmp_path / "data"
+    assert main(["--folder", str(folder), "--output", str(output), "--image-size", "896"]) == 0
+    row = next(r for r in load_training_dataset(output) if r["id"] == "corner")
+    assert row["image"].size == (896, 896)
+    # 50 * 896 / 64 = 700; 63 * 896 / 64 = 882; 47 * 896 / 48 = 877.33 -> 877.
+    assert parse_solution(row["solution"])[0] == (700.0, 0.0, 882.0, 877.0)
+    assert main(["--folder", str(folder), "--output", str(tmp_path / "x"), "--image-size", "0"])
+    assert main(["--folder", str(folder), "--resize", str(output), "--output", str(tmp_path)])
+
+
 def test_solution_of_a_border_mask_stays_in_the_frame(folder, tmp_path):
     output = tmp_path / "data"
     assert main(["--folder", str(folder), "--output", str(output)]) == 0

@@ -11,6 +11,7 @@ import random
 
 import pytest
 
+from segzero_model.object_rewards import OBJECT_REWARD_FUNCTIONS
 from segzero_model.reply import answer_region
 from segzero_model.rewards import (
     DEFAULT_REWARDS,
@@ -36,7 +37,9 @@ SOLUTION_DICT = {"bbox": [35, 60, 354, 423], "points_1": [183, 235], "points_2":
 PERFECT = "<think>reasoning</think><answer>" + SOLUTION_JSON + "</answer>"
 PROMPT_EXAMPLE = "{'bbox': [10,100,200,210], 'points_1': [30,110], 'points_2': [35,180]}"
 
-ALL_REWARDS = list(REWARD_FUNCTIONS.values())
+# Seg-Zero's single-object rewards; the list-answer ones are in test_object_rewards.py.
+SINGLE_REWARDS = {n: f for n, f in REWARD_FUNCTIONS.items() if n not in OBJECT_REWARD_FUNCTIONS}
+ALL_REWARDS = list(SINGLE_REWARDS.values())
 
 
 def answer(obj: dict | str, thinking: str = "reasoning") -> str:
@@ -46,10 +49,11 @@ def answer(obj: dict | str, thinking: str = "reasoning") -> str:
 
 
 def scores(completion: object, solution: object = SOLUTION, **kwargs) -> dict[str, float]:
-    """Every registered reward of one completion, by registry name."""
+    """Every registered single-object reward of one completion, by registry name (the
+    list-answer rewards have their own tests: test_object_rewards.py)."""
     return {
         name: fn([completion], solution=[solution], **kwargs)[0]
-        for name, fn in REWARD_FUNCTIONS.items()
+        for name, fn in SINGLE_REWARDS.items()
     }
 
 
@@ -448,7 +452,7 @@ def test_garbage_scores_0_everywhere_without_raising():
     # (e.g. a good box beside string points), so they only must score 0 without their keys.
     variants = {"strict_box_format", "soft_box_format", "strict_points_format"}
     variants |= {"soft_points_format", "points_only", "soft_points_only"}
-    for name, fn in REWARD_FUNCTIONS.items():
+    for name, fn in SINGLE_REWARDS.items():
         got = fn(GARBAGE, solution=[SOLUTION] * n)
         assert len(got) == n and all(isinstance(v, float) for v in got), name
         assert all(0.0 <= v <= 1.0 for v in got), (name, got)
@@ -566,6 +570,11 @@ def test_registry_names_and_functions():
         "soft_points_format",
         "points_only",
         "soft_points_only",
+        "objects_format",
+        "objects_box_iou",
+        "objects_box_l1",
+        "objects_points",
+        "non_repeat",
     ]
     for name, fn in REWARD_FUNCTIONS.items():
         assert fn.__name__ == f"{name}_reward"  # the metric name TRL logs
@@ -598,7 +607,7 @@ def test_repeated_reward_name_is_rejected():
         get_reward_functions(["box_iou", "box_iou"])
 
 
-@pytest.mark.parametrize("name", list(REWARD_FUNCTIONS))
+@pytest.mark.parametrize("name", list(SINGLE_REWARDS))
 def test_every_reward_pickles(name):
     fn = REWARD_FUNCTIONS[name]
     restored = pickle.loads(pickle.dumps(fn))

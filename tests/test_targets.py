@@ -398,3 +398,35 @@ def test_parse_solution_formats(solution):
 def test_malformed_solution_raises_value_error_naming_the_problem(solution, message):
     with pytest.raises(ValueError, match=f"malformed ground truth.*{re.escape(message)}"):
         parse_solution(solution)
+
+
+# --------------------------------------------------------------------------- lists of objects
+
+
+def test_object_list_solutions_both_ways():
+    from segzero_model.targets import (
+        ObjectTruth,
+        format_objects_solution,
+        is_objects_solution,
+        parse_objects_solution,
+    )
+
+    objects = [ObjectTruth((1.5, 2, 30, 40), (10, 20.5)), ObjectTruth((0, 0, 5, 5), (2, 2))]
+    text = format_objects_solution(objects)
+    assert text == (
+        '[{"bbox_2d": [2, 2, 30, 40], "point_2d": [10, 20]}, '
+        '{"bbox_2d": [0, 0, 5, 5], "point_2d": [2, 2]}]'
+    )  # Python's round: half to even
+    assert parse_objects_solution(text)[1] == ObjectTruth((0.0, 0.0, 5.0, 5.0), (2.0, 2.0))
+    assert parse_objects_solution("[]") == [] and is_objects_solution(" []")
+    single = "<box>(1,2),(3,4)</box><points>(2,3),(1,2)</points>"
+    assert not is_objects_solution(single)
+    assert parse_objects_solution(single) == [ObjectTruth((1.0, 2.0, 3.0, 4.0), (2.0, 3.0))]
+    for bad, message in [
+        ("[{]", "invalid JSON"),
+        ('[{"bbox_2d": [1, 2, 3, 4]}]', "object 0 needs 'bbox_2d'"),
+        ('[{"bbox_2d": [5, 2, 3, 4], "point_2d": [1, 1]}]', "x1 <= x2"),
+        ("[3]", "object 0 is not a JSON object"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_objects_solution(bad)

@@ -10,7 +10,11 @@ model is trained on exactly the chat the reasoner later sends it:
   the format the strict rewards and the inference parser accept, and no reasoning.
 
 A model family (`segzero_model.families`) other than Seg-Zero's brings its own prompt text
-(`training_messages`); Seg-Zero's keeps `build_messages` with the recipe's variant.
+(`training_messages`); Seg-Zero's keeps `build_messages` with the recipe's variant. A family
+that answers a list of objects gets its ``solution`` rewritten into that list, in its answer
+frame (`family_solution`: pixels of the family's image, or 0..1000 of it), which is what its
+rewards (`segzero_model.object_rewards`) read and its SFT target says; ``image_size`` is that
+frame's side, which the rewards' thresholds scale with.
 
 Adding columns with `Dataset.map` keeps the stored images as they are (no decode, no re-encode).
 """
@@ -21,7 +25,12 @@ import json
 
 from segzero_model.prompt import build_messages, build_prompt
 from segzero_model.reply import STRICT_KEYS
-from segzero_model.targets import parse_solution
+from segzero_model.targets import (
+    ObjectTruth,
+    format_objects_solution,
+    parse_objects_solution,
+    parse_solution,
+)
 
 
 def training_messages(
@@ -29,11 +38,35 @@ def training_messages(
 ) -> list[dict]:
     """The user turn for `problem`: `build_messages` (the recipe's thinking and answer variant)
     for the Seg-Zero prompt (`family` None or one whose prompt is `build_prompt`), else the
-    image then `family.prompt(problem)`."""
+    image then the family's prompt (`prompt_without_thinking` when `thinking` is False;
+    ValueError when the family has none)."""
     if family is None or getattr(family.prompt, "func", family.prompt) is build_prompt:
         return build_messages(problem, thinking=thinking, answer=answer)
-    text = family.prompt(problem)
+    prompt = family.prompt if thinking else family.prompt_without_thinking
+    if prompt is None:
+        raise ValueError(
+            f"model family {family.name!r} has no prompt without thinking (SFT and "
+            "thinking=false need one: prompt_without_thinking in a family .yaml file)"
+        )
+    text = prompt(problem)
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+
+
+def family_solution(solution: object, family) -> str:
+    """A list-answer `family`'s ground truth: `solution` (pixels of the stored image, which is
+    the family's image size; a single object or a list) as `format_objects_solution`'s JSON
+    list in the family's answer frame, rounded half up."""
+    scale = family.frame_width / family.image_size
+    return format_objects_solution(
+        [
+            ObjectTruth(tuple(v * scale for v in truth.bbox), tuple(v * scale for v in truth.point))
+            for truth in parse_objects_solution(solution)
+        ]
+    )
+
+
+def _answers_list(family) -> bool:
+    return family is not None and family.answer == "list"
 
 
 def answer_json(solution: object, answer: str = "box_points") -> str:
@@ -46,21 +79,30 @@ def answer_json(solution: object, answer: str = "box_points") -> str:
     return json.dumps({key: [round(v) for v in values[key]] for key, _ in STRICT_KEYS[answer]})
 
 
-def target_completion(solution: object, answer: str = "box_points") -> list[dict]:
-    """The SFT target: one assistant turn holding only the tagged answer."""
-    text = f"<answer>{answer_json(solution, answer)}</answer>"
+def target_completion(solution: object, answer: str = "box_points", family=None) -> list[dict]:
+    """The SFT target: one assistant turn holding only the tagged answer (a list-answer
+    family's: its JSON list of objects in its frame)."""
+    body = family_solution(solution, family) if _answers_list(family) else None
+    text = f"<answer>{body or answer_json(solution, answer)}</answer>"
     return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
 
 
 def grpo_dataset(dataset, *, thinking: bool = True, answer: str = "box_points", family=None):
-    """`dataset` with the ``prompt`` column GRPOTrainer samples completions for."""
-    return dataset.map(
-        lambda problem: {
-            "prompt": training_messages(problem, family, thinking=thinking, answer=answer)
-        },
-        input_columns="problem",
-        desc="prompts",
-    )
+    """`dataset` with the ``prompt`` column GRPOTrainer samples completions for, and the
+    ``image_size`` the rewards read (the side of the family's answer frame); a list-answer
+    family's ``solution`` rewritten by `family_solution`."""
+    side = family.frame_width if family is not None else None
+
+    def row(problem: str, solution: object) -> dict:
+        columns = {
+            "prompt": training_messages(problem, family, thinking=thinking, answer=answer),
+            "image_size": side,
+        }
+        if _answers_list(family):
+            columns["solution"] = family_solution(solution, family)
+        return columns
+
+    return dataset.map(row, input_columns=["problem", "solution"], desc="prompts")
 
 
 def sft_dataset(dataset, *, answer: str = "box_points", family=None):
@@ -69,7 +111,7 @@ def sft_dataset(dataset, *, answer: str = "box_points", family=None):
     return dataset.map(
         lambda problem, solution: {
             "prompt": training_messages(problem, family, thinking=False, answer=answer),
-            "completion": target_completion(solution, answer),
+            "completion": target_completion(solution, answer, family),
         },
         input_columns=["problem", "solution"],
         desc="prompt-completion pairs",

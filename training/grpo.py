@@ -7,10 +7,11 @@
     python training/grpo.py --config training/configs/smoke_tiny.yaml   # a 1-minute CPU run
 
 The model gets each training image (840x840) and the prompt of `segzero_model.prompt` (or of
-the recipe's ``model_family``, `segzero_model.families`; the rewards read one object in pixels,
-so a family answering a list or in relative coordinates is refused in pre-flight), samples
-``num_generations`` completions per prompt and is pushed towards the ones the rewards of
-`segzero_model.rewards` score higher; SAM2 plays no part in training. Keys are the fields of
+the recipe's ``model_family``, `segzero_model.families`, at its image size), samples
+``num_generations`` completions per prompt and is pushed towards the ones the rewards score
+higher: Seg-Zero's for one object (`segzero_model.rewards`), VisionReasoner's for a family that
+answers a list of objects (`segzero_model.object_rewards`, in the family's frame: pixels, or
+0..1000 for Qwen3-VL); SAM2 plays no part in training. Keys are the fields of
 `SegZeroArguments` (model, data and the paper's ablation switches) and of TRL's `GRPOConfig`,
 whose defaults here are the paper's (`SegZeroGRPOConfig`); ``key=value`` is accepted for
 ``--key value`` (`segzero_training.recipe`).
@@ -86,8 +87,12 @@ class SegZeroArguments(ModelDataArguments):
     )
 
     def reward_names(self) -> tuple[str, ...]:
-        from segzero_model.rewards import recipe_rewards
+        """Seg-Zero's recipe from the paper's switches, or VisionReasoner's rewards when the
+        model family answers a list of objects."""
+        from segzero_model.rewards import object_recipe_rewards, recipe_rewards
 
+        if self.family().answer == "list":
+            return object_recipe_rewards(thinking=self.thinking)
         return recipe_rewards(
             thinking=self.thinking,
             format=self.format_reward,
@@ -146,12 +151,18 @@ def vllm_available() -> bool:
 
 def model_and_data_problems(args: SegZeroArguments, config: GRPOConfig) -> list[str]:
     """Checks that load the model's config and processor and the dataset (not the weights):
-    the model family must be one the rewards read, its image size one the processor keeps."""
+    the model family must answer in a form the rewards read, its image size one the processor
+    keeps, the data in that size and form."""
     from segzero_model.geometry import REASONING_SIZE
 
     family, processor, problems = preflight.model_family_problems(args, "grpo")
     size = family.image_size if family is not None else REASONING_SIZE
-    problems += preflight.dataset_problems(args.dataset_path, args.dataset_split, image_size=size)
+    problems += preflight.dataset_problems(
+        args.dataset_path,
+        args.dataset_split,
+        image_size=size,
+        answer=family.answer if family is not None else "single",
+    )
     if problems:
         return problems
     from transformers import AutoConfig

@@ -17,8 +17,16 @@ from pathlib import Path
 from segzero_model.geometry import REASONING_SIZE
 
 QWEN_VL_TYPES = ("qwen2_5_vl", "qwen2_vl")
-# What the rule-based rewards (segzero_model.rewards) and the SFT targets can read today.
-TRAINABLE_ANSWER = ("single", "absolute")
+# The answers the rewards and SFT targets read: one object in pixels (segzero_model.rewards),
+# a list of objects in pixels or 0..1000 (segzero_model.object_rewards).
+TRAINABLE_ANSWERS = (("single", "absolute"), ("list", "absolute"), ("list", "relative_1000"))
+# Seg-Zero's ablation switches: defaults a list-answer family must keep (its rewards are
+# VisionReasoner's, which have no soft or box-only/points-only versions).
+_SINGLE_OBJECT_SWITCHES = (
+    ("answer", "box_points"),
+    ("format_reward", "strict"),
+    ("accuracy_reward", "hard"),
+)
 
 
 def world_size() -> int:
@@ -48,22 +56,36 @@ def model_problems(name: str, key: str = "model_name_or_path") -> list[str]:
 
 def family_problems(args, method: str) -> tuple[object, list[str]]:
     """``(family, problems)`` of the run's model family (`ModelDataArguments.family`; family
-    None when it cannot be chosen). `method` "grpo" or "sft": both read the answer as one
-    object in the image's pixels (the rewards, the SFT targets), so a family that answers a
-    list of objects or in relative coordinates is refused rather than trained on wrong
-    rewards."""
+    None when it cannot be chosen). `method` "grpo" or "sft". The family's answer must be one
+    the rewards and SFT targets read (`TRAINABLE_ANSWERS`); a list-answer family keeps Seg-Zero's
+    ablation switches at their defaults; SFT and thinking=false need a prompt without thinking."""
     try:
         family = args.family()
     except ValueError as error:
         return None, [f"model_family: {error}"]
-    if (family.answer, family.frame) != TRAINABLE_ANSWER:
-        what = "rewards" if method == "grpo" else "SFT targets"
-        return family, [
-            f"model_family: {family.name!r} answers {family.answer!r} ({family.frame!r} frame) "
-            f"but {method.upper()} reads one object in pixels: multi-object {what} are not "
-            "implemented yet; see issue 11 (train a seg_zero family model for now)"
-        ]
-    return family, []
+    problems = []
+    if (family.answer, family.frame) not in TRAINABLE_ANSWERS:
+        problems.append(
+            f"model_family: {family.name!r} answers {family.answer!r} in the {family.frame!r} "
+            f"frame; training reads {TRAINABLE_ANSWERS} (answer, frame)"
+        )
+    if family.answer == "list":
+        for key, default in _SINGLE_OBJECT_SWITCHES:
+            value = getattr(args, key, default)
+            if value != default:
+                problems.append(
+                    f"{key}: {value!r} is a Seg-Zero single-object ablation; {family.name!r} "
+                    f"answers a list of objects and trains with VisionReasoner's rewards "
+                    f"(keep {key}={default})"
+                )
+    thinking = method == "grpo" and getattr(args, "thinking", True)
+    if not thinking and family.prompt_without_thinking is None:
+        what = "SFT" if method == "sft" else "thinking=false"
+        problems.append(
+            f"model_family: {family.name!r} has no prompt without thinking, which {what} "
+            "needs (write one as prompt_without_thinking in a family .yaml file)"
+        )
+    return family, problems
 
 
 def model_family_problems(args, method: str) -> tuple[object, object, list[str]]:
@@ -97,11 +119,17 @@ def image_size_problems(processor, image_size: int) -> list[str]:
 
 
 def dataset_problems(
-    path: str | None, split: str, key: str = "dataset_path", image_size: int = REASONING_SIZE
+    path: str | None,
+    split: str,
+    key: str = "dataset_path",
+    image_size: int = REASONING_SIZE,
+    answer: str = "single",
 ) -> list[str]:
     """The training data must load (`prepare_data.load_training_dataset`), be non-empty and
     hold `image_size` square images (the model family's; 840 for Seg-Zero): the solutions are
-    in that frame, so the images cannot be resized without them."""
+    in that frame, so the images cannot be resized without them. A family answering one object
+    (`answer` "single") cannot train on solutions that list several (VisionReasoner's data)."""
+    from segzero_model.targets import is_objects_solution
     from segzero_training.prepare_data import load_training_dataset
 
     if not path:
@@ -118,7 +146,13 @@ def dataset_problems(
         return [
             f"{key}: images must be {image_size}x{image_size} (the model family's image size, "
             f"the frame the solutions are in), the first is {size[0]}x{size[1]}; rebuild it with "
-            "training/prepare_data.py"
+            "training/prepare_data.py (--image-size, or --resize for an existing dataset)"
+        ]
+    if answer == "single" and is_objects_solution(dataset[0]["solution"]):
+        return [
+            f"{key}: its solutions are lists of objects (VisionReasoner's form), but the model "
+            "family answers one object: train a list-answer family (vision_reasoner, qwen3_vl) "
+            "on it, or use single-object data"
         ]
     return []
 

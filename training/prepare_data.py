@@ -39,9 +39,15 @@ a missing mask or text is skipped as "corrupt", a mask with no foreground pixel 
 skip is logged and the counts are printed at the end. ``--limit N`` stops once N rows are kept;
 ``--seed S`` shuffles the candidates first (so ``--limit`` takes a random subset).
 
+A model family of another image size (`segzero_model.families`: Qwen3-VL's 896) needs its
+images and solutions in that size: ``--image-size 896`` for a new dataset, or
+``--resize DATASET --image-size 896`` to rewrite one already made (the released one included;
+its solutions, one object or VisionReasoner's list, are scaled and rounded half up).
+
 Usage:
     python training/prepare_data.py --folder DIR --output OUT [--limit N] [--seed S]
     python training/prepare_data.py --coco-images DIR --refcoco DIR --split train --output OUT
+    python training/prepare_data.py --resize refCOCOg_9k_840 --image-size 896 --output OUT
 
 The output is ``DatasetDict({split: Dataset}).save_to_disk(OUT)``, as the released data, so
 `load_training_dataset(OUT)` or ``datasets.load_from_disk(OUT)["train"]`` reads it back.
@@ -130,19 +136,20 @@ def features():
 # --------------------------------------------------------------------------- targets and rows
 
 
-def frame_coordinate(value: float) -> int:
+def frame_coordinate(value: float, size: int = REASONING_SIZE) -> int:
     """A frame coordinate as the integer pixel stored in `solution`: round half up, clamp."""
-    return min(max(math.floor(value + 0.5), 0), REASONING_SIZE - 1)
+    return min(max(math.floor(value + 0.5), 0), size - 1)
 
 
 def frame_target(
-    target: Target, width: int, height: int
+    target: Target, width: int, height: int, size: int = REASONING_SIZE
 ) -> tuple[tuple[int, int, int, int], tuple[tuple[int, int], tuple[int, int]]]:
-    """`target` (pixels of a `width` x `height` mask) as integer (bbox, points) in the 840 frame."""
+    """`target` (pixels of a `width` x `height` mask) as integer (bbox, points) in the `size`
+    square frame (840: Seg-Zero's)."""
 
     def xy(x: float, y: float) -> tuple[int, int]:
-        fx, fy = to_frame_xy(x, y, width, height)
-        return frame_coordinate(fx), frame_coordinate(fy)
+        fx, fy = to_frame_xy(x, y, width, height, size)
+        return frame_coordinate(fx, size), frame_coordinate(fy, size)
 
     x1, y1 = xy(target.bbox[0], target.bbox[1])
     x2, y2 = xy(target.bbox[2], target.bbox[3])
@@ -150,8 +157,8 @@ def frame_target(
     return (x1, y1, x2, y2), (p1, p2)
 
 
-def make_row(sample: RawSample) -> dict:
-    """Read one sample and build its dataset row.
+def make_row(sample: RawSample, size: int = REASONING_SIZE) -> dict:
+    """Read one sample and build its dataset row, the image and solution at `size` x `size`.
 
     Raises:
         SampleError: no text, an unreadable image or mask, or image and mask sizes differ.
@@ -175,10 +182,8 @@ def make_row(sample: RawSample) -> dict:
             f"{sample.image_path} is {image.shape[1]}x{image.shape[0]}"
         )
     height, width = mask.shape
-    bbox, points = frame_target(mask_to_target(mask), width, height)
-    resized = Image.fromarray(image).resize(
-        (REASONING_SIZE, REASONING_SIZE), Image.Resampling.BILINEAR
-    )
+    bbox, points = frame_target(mask_to_target(mask), width, height, size)
+    resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
     return {
         "id": sample.id,
         "problem": text,
@@ -369,7 +374,7 @@ def refcoco_samples(
 # --------------------------------------------------------------------------- building
 
 
-def _rows(samples: Sequence[RawSample], stats: PrepareStats, limit: int | None):
+def _rows(samples: Sequence[RawSample], stats: PrepareStats, limit: int | None, size: int):
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -379,7 +384,7 @@ def _rows(samples: Sequence[RawSample], stats: PrepareStats, limit: int | None):
             if limit is not None and stats.kept >= limit:
                 break
             try:
-                row = make_row(sample)
+                row = make_row(sample, size)
             except EmptyMaskError as error:
                 stats.skipped_empty += 1
                 logger.warning("skipped sample %r (empty mask): %s", sample.id, error)
@@ -400,8 +405,10 @@ def build_dataset(
     split: str = "train",
     limit: int | None = None,
     overwrite: bool = False,
+    image_size: int = REASONING_SIZE,
 ) -> PrepareStats:
-    """Write the rows of `samples` to `output` as `DatasetDict({split: ...}).save_to_disk`.
+    """Write the rows of `samples` to `output` as `DatasetDict({split: ...}).save_to_disk`,
+    images and solutions at `image_size` (a model family's; 840 for Seg-Zero).
 
     Rows are streamed to Arrow files (never all images in memory), in a temporary directory
     beside `output` that is renamed into place at the end, so an interrupted run leaves no
@@ -428,7 +435,7 @@ def build_dataset(
     finished = []
 
     def rows():  # a closure: datasets copies its config, but functions are copied by reference
-        yield from _rows(samples, stats, limit)
+        yield from _rows(samples, stats, limit, image_size)
         finished.append(True)
 
     quiet = not datasets.are_progress_bars_disabled()
@@ -459,6 +466,86 @@ def build_dataset(
     return stats
 
 
+def resized_solution(solution: object, scale: float, size: int) -> str:
+    """`solution` (Seg-Zero's one object or VisionReasoner's list) with every coordinate
+    multiplied by `scale`, rounded half up and clamped into the `size` frame."""
+    from segzero_model.targets import (
+        ObjectTruth,
+        format_objects_solution,
+        is_objects_solution,
+        parse_solution,
+    )
+
+    def xy(x: float, y: float) -> tuple[int, int]:
+        return frame_coordinate(x * scale, size), frame_coordinate(y * scale, size)
+
+    if is_objects_solution(solution):
+        from segzero_model.targets import parse_objects_solution
+
+        return format_objects_solution(
+            [
+                ObjectTruth((*xy(*o.bbox[:2]), *xy(*o.bbox[2:])), xy(*o.point))
+                for o in parse_objects_solution(solution)
+            ]
+        )
+    box, (p1, p2) = parse_solution(solution)
+    return format_solution((*xy(*box[:2]), *xy(*box[2:])), (xy(*p1), xy(*p2)))
+
+
+def resize_dataset(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    image_size: int,
+    *,
+    split: str = "train",
+    overwrite: bool = False,
+) -> int:
+    """Write `source` (training data, e.g. the released ``refCOCOg_9k_840``) to `output` with
+    its images resized to `image_size` squares (PIL bilinear) and its solutions scaled to
+    match, so a model family of another image size (Qwen3-VL: 896) trains on it. The rounding
+    costs at most half a pixel. Returns the number of rows.
+
+    Raises:
+        FileExistsError: `output` exists and is not empty, and `overwrite` is False.
+        ValueError / FileNotFoundError: as `load_training_dataset`.
+    """
+    import shutil
+
+    from datasets import DatasetDict
+    from PIL import Image
+
+    output = Path(output)
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise FileExistsError(f"{output} exists and is not empty (pass overwrite to replace it)")
+    dataset = load_training_dataset(source, split)
+
+    def resize(image, solution: str) -> dict:
+        scale = image_size / image.size[0]  # the stored images are square
+        return {
+            "image": image.convert("RGB").resize(
+                (image_size, image_size), Image.Resampling.BILINEAR
+            ),
+            "solution": resized_solution(solution, scale, image_size),
+        }
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{output.name}-", dir=output.parent) as work:
+        resized = dataset.map(
+            resize,
+            input_columns=["image", "solution"],
+            cache_file_name=str(Path(work) / "resized.arrow"),
+            desc=f"resizing to {image_size}",
+        )
+        staged = Path(work) / "dataset"
+        DatasetDict({split: resized}).save_to_disk(str(staged))
+        rows = len(resized)
+        del resized
+        if output.exists():
+            shutil.rmtree(output)
+        staged.rename(output)
+    return rows
+
+
 def load_training_dataset(path: str | os.PathLike, split: str = "train"):
     """Load training data saved with `save_to_disk` (the released ones or `build_dataset`'s).
 
@@ -471,7 +558,7 @@ def load_training_dataset(path: str | os.PathLike, split: str = "train"):
     """
     from datasets import DatasetDict, Image, load_from_disk
 
-    from segzero_model.targets import parse_solution
+    from segzero_model.targets import parse_objects_solution
 
     path = Path(path)
     if not path.is_dir():
@@ -495,7 +582,7 @@ def load_training_dataset(path: str | os.PathLike, split: str = "train"):
             f"{path}: column 'image' must be a datasets.Image, got {loaded.features['image']}"
         )
     if len(loaded):
-        parse_solution(loaded[0]["solution"])
+        parse_objects_solution(loaded[0]["solution"])  # Seg-Zero's one object, or a list
     return loaded
 
 
@@ -507,13 +594,29 @@ def build_parser() -> argparse.ArgumentParser:
         prog="prepare_data.py",
         description="Build Seg-Zero training data (refCOCOg_9k_840 layout) from masks and texts.",
     )
-    source = parser.add_argument_group("source (--folder, or --coco-images with --refcoco)")
+    source = parser.add_argument_group(
+        "source (--folder, or --coco-images with --refcoco, or --resize)"
+    )
     source.add_argument("--folder", type=Path, help="folder of images, masks and texts")
+    source.add_argument(
+        "--resize",
+        type=Path,
+        metavar="DATASET",
+        help="training data already made (e.g. the released refCOCOg_9k_840) to rewrite at "
+        "--image-size, solutions scaled",
+    )
     source.add_argument("--coco-images", type=Path, help="COCO train2014 image folder")
     source.add_argument("--refcoco", type=Path, help="folder with refs(umd).p, instances.json")
     source.add_argument("--split", default="train", help="RefCOCOg split to read (train)")
     source.add_argument("--split-by", default="umd", help="refs(<split-by>).p to read (umd)")
     parser.add_argument("--output", type=Path, required=True, help="dataset directory to write")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=REASONING_SIZE,
+        help="square side of the images and the solutions' frame: the model family's "
+        f"image size ({REASONING_SIZE} for Seg-Zero and VisionReasoner, 896 for qwen3_vl)",
+    )
     parser.add_argument("--limit", type=int, help="stop once this many rows are kept")
     parser.add_argument("--seed", type=int, help="shuffle the candidates with this seed first")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
@@ -526,15 +629,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     from_coco = args.coco_images is not None or args.refcoco is not None
-    if (args.folder is not None) == from_coco or (
-        from_coco and (args.coco_images is None or args.refcoco is None)
-    ):
+    sources = (args.folder is not None) + from_coco + (args.resize is not None)
+    if sources != 1 or (from_coco and (args.coco_images is None or args.refcoco is None)):
         parser.print_usage(sys.stderr)
-        print("error: give --folder, or both --coco-images and --refcoco", file=sys.stderr)
+        print(
+            "error: give --folder, or both --coco-images and --refcoco, or --resize",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     if args.limit is not None and args.limit < 1:
         print(f"error: --limit must be at least 1, got {args.limit}", file=sys.stderr)
         return EXIT_USAGE
+    if args.image_size < 1:
+        print(f"error: --image-size must be at least 1, got {args.image_size}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.resize is not None:
+        try:
+            rows = resize_dataset(
+                args.resize, args.output, args.image_size, overwrite=args.overwrite
+            )
+        except (FileExistsError, FileNotFoundError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"wrote {args.output}: {rows} rows at {args.image_size}x{args.image_size}")
+        return 0
     try:
         if args.folder is not None:
             samples, split = folder_samples(args.folder), "train"
@@ -549,7 +667,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(samples)} candidate samples")
     try:
         stats = build_dataset(
-            samples, args.output, split=split, limit=args.limit, overwrite=args.overwrite
+            samples,
+            args.output,
+            split=split,
+            limit=args.limit,
+            overwrite=args.overwrite,
+            image_size=args.image_size,
         )
     except FileExistsError as error:
         print(f"error: {error}", file=sys.stderr)

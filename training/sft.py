@@ -9,7 +9,9 @@ The model sees each training image (840x840) with the no-thinking prompt of
 `segzero_model.prompt` and is taught, by cross-entropy on the answer tokens only (TRL's
 `SFTTrainer`, completion-only loss), to reply with the ground truth as
 ``<answer>{"bbox": [...], "points_1": [...], "points_2": [...]}</answer>``: the output format of
-the GRPO model without the reasoning (`segzero_training.conversation.sft_dataset`). Keys are
+the GRPO model without the reasoning (`segzero_training.conversation.sft_dataset`); a model
+family answering a list of objects is taught its list, ``<answer>[{"bbox_2d": [...],
+"point_2d": [...]}]</answer>``, in its frame, after its prompt without thinking. Keys are
 the fields of `SFTScriptArguments` and of TRL's `SFTConfig`; ``key=value`` is accepted for
 ``--key value`` (`segzero_training.recipe`).
 
@@ -124,13 +126,18 @@ def length_problems(processor, example: dict, max_length: int | None) -> list[st
 
 def model_and_data_problems(args: SFTScriptArguments, config: SFTConfig) -> list[str]:
     """Checks that load the model's config and processor and the dataset (not the weights):
-    the model family must answer one object in pixels (the targets' format), its image size
-    one the processor keeps."""
+    the model family must answer in a form the targets are written in and have a prompt
+    without thinking, its image size one the processor keeps."""
     from segzero_model.geometry import REASONING_SIZE
 
     family, processor, problems = preflight.model_family_problems(args, "sft")
     size = family.image_size if family is not None else REASONING_SIZE
-    problems += preflight.dataset_problems(args.dataset_path, args.dataset_split, image_size=size)
+    problems += preflight.dataset_problems(
+        args.dataset_path,
+        args.dataset_split,
+        image_size=size,
+        answer=family.answer if family is not None else "single",
+    )
     if problems:
         return problems
     from transformers import AutoConfig
