@@ -27,14 +27,12 @@ from segzero_model.reply import (
     THINK_BLOCK,
     THINK_CLOSE,
     THINK_OPEN,
-    answer_region,
-    decode_object,
-    first_json_object,
     is_strict_format,
     is_thinking_format,
     iter_objects,
     normalise_json,
     object_spans,
+    released_first_object,
     short_repr,
 )
 
@@ -327,8 +325,10 @@ def _strict_numbers(value: object, key: str, count: int) -> list:
 
 def _parse_strict(text: str, high: int) -> Answer:
     """The strict format is what the strict rewards score 1 (`reply.is_thinking_format` and
-    `reply.is_strict_format`, which those rewards call too), so the parser and the rewards can
-    never disagree; `_strict_problem` only says what is wrong when they reject."""
+    `reply.is_strict_format` with the released decoding, which those rewards use by default),
+    so the parser and the rewards can never disagree; `_strict_problem` only says what is wrong
+    when they reject. The released format accepts lists of anything; values that are not finite
+    numbers are then refused here, since no box can be made of them."""
     if not (is_thinking_format(text) and is_strict_format(text, DEFAULT_VARIANT)):
         _strict_problem(text, high)
         raise AnswerFormatError(
@@ -336,7 +336,7 @@ def _parse_strict(text: str, high: int) -> Answer:
             f"{', '.join(key for key, _ in _STRICT_KEYS)}}}</answer>, each tag once, nothing "
             f"around): {_quote(text)}"
         )
-    obj = first_json_object(answer_region(text))
+    obj = released_first_object(text)
     thinking = text[len("<think>") : text.index("</think>")].strip()
     box = _finish_box(_strict_numbers(obj["bbox"], "bbox", 4), "'bbox'", high)
     points = (
@@ -371,15 +371,18 @@ def _strict_problem(text: str, high: int) -> None:
     trailing = rest[answer_end + len("</answer>") :]
     if trailing.strip():
         raise AnswerFormatError(f"strict: text after </answer>: {_quote(trailing.strip())}")
-    spans, _ = object_spans(content, 0, len(content))
-    if not spans:
-        raise AnswerFormatError(f"strict: no JSON object in the answer: {_quote(content)}")
-    span = content[spans[0][0] : spans[0][1]]
-    obj, error = decode_object(span, lenient=False)
-    if obj is None:
+    # The rewards read the first {...} of the whole reply with json.loads, as released.
+    match = re.search(r"\{[^}]+\}", text)
+    if match is None:
+        raise AnswerFormatError(f"strict: no {{...}} object in the reply: {_quote(content)}")
+    span = match.group(0)
+    try:
+        obj = json.loads(span)
+    except (ValueError, RecursionError) as error:
         raise AnswerFormatError(
-            f"strict: the answer's JSON object does not decode ({error}): {_quote(span)}"
-        )
+            f"strict: the reply's first {{...}} is not JSON (json.loads: {error}; single "
+            f"quotes, trailing commas and True/None are not JSON): {_quote(span)}"
+        ) from None
     names = {key for key, _ in _STRICT_KEYS}
     for key, _ in _STRICT_KEYS:
         if key not in obj:

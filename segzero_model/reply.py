@@ -11,9 +11,10 @@ can never disagree: the lenient/strict parser (`segzero_model.answer`) and the G
   are all keyed by it.
 - `is_thinking_format` / `is_strict_format`: what the thinking-format and strict-format rewards
   score 1, and what ``parse_answer(strict=True)`` accepts.
-- `answer_region`: the text the accuracy rewards read; `first_json_object`: the first JSON
-  object in a text, decoded tolerantly (single quotes, trailing commas, Python literals), as the
-  released rewards also read only the first.
+- `reply_object`: the object the rewards read. By default as the released rewards read it
+  (`released_first_object`: the first ``{[^}]+}`` of the whole reply, ``json.loads``); with the
+  "tolerant" decoding, `first_json_object` of `answer_region` (single quotes, trailing commas,
+  Python literals forgiven). The inference parser is always tolerant.
 
 Pure standard library: the JSON is decoded with ``json`` (after a textual normalisation when
 needed), never evaluated.
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 __all__ = [
     "ANSWER_CLOSE",
     "ANSWER_OPEN",
+    "DECODINGS",
+    "DEFAULT_DECODING",
     "DEFAULT_VARIANT",
     "NUMBER",
     "STRICT_KEYS",
@@ -40,6 +43,7 @@ __all__ = [
     "VARIANTS",
     "FoundObject",
     "answer_region",
+    "check_decoding",
     "check_variant",
     "completion_text",
     "decode_object",
@@ -51,7 +55,10 @@ __all__ = [
     "iter_objects",
     "normalise_json",
     "object_spans",
+    "released_first_object",
+    "reply_object",
     "short_repr",
+    "sized_list",
     "strict_first_object",
     "variant_has",
 ]
@@ -388,10 +395,66 @@ def strict_first_object(region: str) -> dict | None:
     return None
 
 
-def is_strict_format(text: str, answer: str = DEFAULT_VARIANT) -> bool:
-    """Whether the first JSON object of `text`'s answer region is real JSON (double or single
-    quotes) carrying every key of the `answer` variant as a list of that many finite numbers
-    (exact key names; other keys may stand beside them)."""
+# --------------------------------------------------------------------------- decodings
+
+# How the rewards read the answer's object. "released": as the released rewards do (the first
+# `{[^}]+}` of the whole reply, `json.loads`), the default, so a run optimises the paper's
+# objective (writing valid JSON, although the prompt's own example uses single quotes, is part
+# of it). "tolerant": the first object of the answer region, decoded forgivingly (single quotes,
+# trailing commas, Python literals), an explicit switch for people who want it.
+DECODINGS: tuple[str, ...] = ("released", "tolerant")
+DEFAULT_DECODING = "released"
+_RELEASED_OBJECT = re.compile(r"\{[^}]+\}")
+
+
+def check_decoding(decoding: object) -> str:
+    """`decoding` if it names one of `DECODINGS`; ValueError listing them otherwise."""
+    if not isinstance(decoding, str) or decoding not in DECODINGS:
+        raise ValueError(f"unknown JSON decoding {decoding!r}; valid: {list(DECODINGS)}")
+    return decoding
+
+
+def released_first_object(text: str) -> dict | None:
+    """The released rewards' reading of a reply: the first ``{[^}]+}`` anywhere in it (the
+    thinking included), decoded by ``json.loads`` (which accepts NaN and Infinity); None when
+    there is none or ``json.loads`` raises (single quotes, a trailing comma, True/None)."""
+    match = _RELEASED_OBJECT.search(text)
+    if match is None:
+        return None
+    try:
+        value = json.loads(match.group(0))
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def reply_object(text: str, decoding: str = DEFAULT_DECODING) -> dict | None:
+    """The object the rewards read in `text`: `released_first_object`, or with "tolerant" the
+    first object of the answer region decoded forgivingly (`first_json_object`)."""
+    if check_decoding(decoding) == "released":
+        return released_first_object(text)
+    return first_json_object(answer_region(text))
+
+
+def sized_list(value: object, count: int) -> bool:
+    """The released strict format's test of a value: a list of `count` items (any items)."""
+    return isinstance(value, list) and len(value) == count
+
+
+def is_strict_format(
+    text: str, answer: str = DEFAULT_VARIANT, decoding: str = DEFAULT_DECODING
+) -> bool:
+    """Whether the object the rewards read (`reply_object`) carries every key of the `answer`
+    variant (exact key names; other keys may stand beside them).
+
+    "released": each a list of that many items, as the released strict format reward checks.
+    "tolerant": the answer region's first object must also be real JSON (double or single
+    quotes), each value that many finite numbers."""
+    if check_decoding(decoding) == "released":
+        obj = released_first_object(text)
+        return obj is not None and all(
+            sized_list(obj.get(key), count) for key, count in STRICT_KEYS[answer]
+        )
     region = answer_region(text)
     obj = first_json_object(region)
     if obj is None or strict_first_object(region) != obj:

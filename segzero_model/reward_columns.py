@@ -1,5 +1,6 @@
 """How the GRPO rewards read TRL's dataset columns: ``solution`` (one ground truth per
-completion) and ``image_size`` (the side of the frame the answers are in).
+completion), ``image_size`` (the side of the frame the answers are in) and ``json_decoding``
+(how the single-object rewards read the answer's JSON, `segzero_model.reply.DECODINGS`).
 
 Both reward modules (`segzero_model.rewards` for one object, `segzero_model.object_rewards` for
 lists of objects) read them the same way, so a malformed column fails the same way in each: a
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from segzero_model.geometry import REASONING_SIZE
-from segzero_model.reply import short_repr
+from segzero_model.reply import DEFAULT_DECODING, check_decoding, short_repr
 
 Truth = TypeVar("Truth")
 
@@ -70,3 +71,15 @@ def frame_sides(image_size: object, count: int) -> list[float]:
             )
         return [frame_side(v) for v in image_size]
     return [frame_side(image_size)] * count
+
+
+def decodings(json_decoding: object, count: int) -> list[str]:
+    """The JSON decoding per completion: the released one by default, one name for all, or one
+    per completion (a dataset column; None entries are the default)."""
+    if isinstance(json_decoding, list | tuple):
+        if len(json_decoding) != count:
+            raise ValueError(
+                f"json_decoding has {len(json_decoding)} entries for {count} completions"
+            )
+        return [check_decoding(d if d is not None else DEFAULT_DECODING) for d in json_decoding]
+    return [check_decoding(json_decoding or DEFAULT_DECODING)] * count

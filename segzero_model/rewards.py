@@ -1,17 +1,17 @@
 """The Seg-Zero GRPO rewards, in the open-r1 style: one module-level function per reward.
 
 Each reward is ``name_reward(completions, **kwargs) -> list[float]`` with one float per
-completion; TRL passes the dataset columns (``solution``, optionally ``image_size``) as keyword
+completion; TRL passes the dataset columns (``solution``, optionally ``image_size`` and
+``json_decoding``) as keyword
 arguments and logs each reward under its ``__name__``. The functions are module-level, so they
 pickle. `REWARD_FUNCTIONS` maps recipe names to them and `get_reward_functions` looks names up;
 `DEFAULT_REWARDS` is the paper's final recipe (strict format, hard accuracy: at most 5).
 
 - ``thinking_format``: 1 if the whole completion is ``<think>...</think>``, white space,
   ``<answer>...</answer>``, nothing around, each tag once.
-- ``strict_format``: 1 if the answer's first JSON object is real JSON (double or single quotes)
-  with ``bbox`` (4 numbers), ``points_1`` and ``points_2`` (2 numbers each); other keys may
-  stand beside them. ``soft_format``: a key containing "bbox" with 4 numbers and two keys
-  containing "point" with 2 numbers each, in the tolerantly decoded first object.
+- ``strict_format``: 1 if the object read has ``bbox`` (a list of 4), ``points_1`` and
+  ``points_2`` (lists of 2); other keys may stand beside them. ``soft_format``: the first key
+  containing "bbox" with 4 values and the first two others containing "point" with 2 each.
 - ``box_iou``: 1 if IoU > 0.5. ``soft_box_iou``: the IoU.
 - ``box_l1``: 1 if the mean absolute coordinate difference < 10 px. ``soft_box_l1``:
   max(0, 1 - that difference / S).
@@ -21,13 +21,17 @@ pickle. `REWARD_FUNCTIONS` maps recipe names to them and `get_reward_functions` 
 
 Decisions (the issue's spec wins over the paper where they differ):
 
-- Every reward except ``thinking_format`` reads the FIRST JSON object (decoded tolerantly by
-  `segzero_model.reply.first_json_object`, as the released rewards read only the first) of the
-  answer (`segzero_model.reply.answer_region`): the text between the first ``<answer>`` after
-  the thinking and the next ``</answer>`` (or the end, if truncated). Without an ``<answer>``
-  tag the whole completion is read, as the released rewards do; ``thinking_format`` already
-  scores such a reply 0. The box rewards need only the exact key ``bbox``, so a box scores even
-  when the points are missing.
+- The JSON is read as the released rewards read it (the ``json_decoding`` "released", the
+  default): the first ``{[^}]+}`` of the whole reply, the thinking included, decoded by
+  ``json.loads``. What it raises on (single quotes, even the prompt's own example; a trailing
+  comma; True/None) scores 0 on every reward but ``thinking_format``; what it accepts counts
+  (NaN and Infinity pass the format rewards, which, as released, check only list lengths; the
+  accuracy rewards need finite numbers and score them 0). Points are truncated by ``int()`` as
+  released. So a run optimises the paper's objective, writing valid JSON included. The
+  "tolerant" decoding (a ``json_decoding`` column, the GRPO recipe key of that name) reads the
+  first object of the answer region (`reply.answer_region`) forgivingly instead, and asks the
+  format rewards for finite numbers. The box rewards need only the exact key ``bbox``, so a box
+  scores even when the points are missing.
 - Boxes are XYXY inclusive pixel boxes (area (x2-x1+1)(y2-y1+1), `segzero_model.metrics.box_iou`).
   Corner order does not matter: like `box_iou` and `parse_answer`, the rewards order the corners
   first, so the box that is rewarded is the box the segmenter would get.
@@ -40,7 +44,7 @@ Decisions (the issue's spec wins over the paper where they differ):
   ``(width, height)`` pair per completion, or one number for all. Columns such as
   ``img_width``/``img_height`` are deliberately NOT read: they describe the original image,
   which is not the frame the answer is in.
-- Values must be JSON numbers (not strings, not booleans) and finite.
+- The accuracy rewards need JSON numbers (not strings, not booleans), finite.
 - One bad completion (garbage, None content, wrong types or lengths, NaN, huge numbers) scores
   0 and never raises. A malformed ground truth is a data bug, so `parse_solution` raises
   ValueError for it, as do a missing ``solution`` column and an invalid ``image_size``.
@@ -63,16 +67,15 @@ from segzero_model.object_rewards import OBJECT_REWARD_FUNCTIONS
 from segzero_model.reply import (
     DEFAULT_VARIANT,
     STRICT_KEYS,
-    answer_region,
     check_variant,
     completion_text,
     finite_numbers,
-    first_json_object,
     is_strict_format,
     is_thinking_format,
+    reply_object,
     variant_has,
 )
-from segzero_model.reward_columns import frame_sides, reward_solutions
+from segzero_model.reward_columns import decodings, frame_sides, reward_solutions
 from segzero_model.targets import Box, Point, parse_solution
 
 __all__ = [
@@ -109,9 +112,16 @@ POINTS_DISTANCE_THRESHOLD = 100.0  # points: 1 if the mean point distance < this
 # --------------------------------------------------------------------------- completions
 
 
-def _answer_object(completion: object) -> dict | None:
-    """The first JSON object of the completion's answer (tolerant decoding), or None."""
-    return first_json_object(answer_region(completion_text(completion)))
+def _answer_object(completion: object, decoding: str) -> dict | None:
+    """The object the rewards read in the completion (`reply.reply_object`), or None."""
+    return reply_object(completion_text(completion), decoding)
+
+
+def _scored(completions: Iterable[object], kwargs: dict) -> list[tuple[object, str]]:
+    """(completion, decoding) pairs: the ``json_decoding`` column or keyword (`decodings`)."""
+    completions = list(completions)
+    chosen = decodings(kwargs.get("json_decoding"), len(completions))
+    return list(zip(completions, chosen, strict=True))
 
 
 # --------------------------------------------------------------------------- values
@@ -130,14 +140,17 @@ def _predicted_box(obj: dict | None) -> Box | None:
     return None if box is None else _ordered(box)
 
 
-def _predicted_points(obj: dict | None) -> tuple[Point, Point] | None:
-    """The answer's ``points_1`` and ``points_2``, or None when either is missing/malformed."""
+def _predicted_points(obj: dict | None, decoding: str) -> tuple[Point, Point] | None:
+    """The answer's ``points_1`` and ``points_2``, or None when either is missing/malformed;
+    truncated to integers with the released decoding (the released reward's ``int()``)."""
     if obj is None:
         return None
     first = finite_numbers(obj.get("points_1"), 2)
     second = finite_numbers(obj.get("points_2"), 2)
     if first is None or second is None:
         return None
+    if decoding == "released":
+        first, second = (tuple(float(math.trunc(v)) for v in p) for p in (first, second))
     return first, second  # type: ignore[return-value]
 
 
@@ -178,70 +191,97 @@ def thinking_format_reward(completions: Iterable[object], **kwargs: Any) -> list
     return [1.0 if is_thinking_format(completion_text(c)) else 0.0 for c in completions]
 
 
-def _is_strict_format(completion: object, answer: str = DEFAULT_VARIANT) -> bool:
-    return is_strict_format(completion_text(completion), answer)
+def _strict_scores(completions: Iterable[object], kwargs: dict, answer: str) -> list[float]:
+    return [
+        1.0 if is_strict_format(completion_text(c), answer, decoding) else 0.0
+        for c, decoding in _scored(completions, kwargs)
+    ]
 
 
 def strict_format_reward(completions: Iterable[object], **kwargs: Any) -> list[float]:
-    """1.0 if the answer's first JSON object is real JSON (double or single quotes) with
-    ``bbox`` a list of 4 numbers and ``points_1``, ``points_2`` lists of 2 numbers each (other
-    keys may stand beside them); else 0.0. Exact key names; numbers must be finite."""
-    return [1.0 if _is_strict_format(c) else 0.0 for c in completions]
+    """1.0 if the object the rewards read has ``bbox`` a list of 4 and ``points_1``,
+    ``points_2`` lists of 2 (exact key names; other keys may stand beside them), else 0.0. As
+    released: any items; "tolerant": real JSON (single quotes allowed), finite numbers."""
+    return _strict_scores(completions, kwargs, DEFAULT_VARIANT)
 
 
-def _is_soft_format(completion: object, answer: str = DEFAULT_VARIANT) -> bool:
-    """A key containing "bbox" with 4 numbers if the variant has a box, and two keys containing
-    "point" with 2 numbers each if it has points."""
-    obj = _answer_object(completion)
+def _has_len(value: object, count: int) -> bool:
+    try:
+        return len(value) == count  # type: ignore[arg-type]
+    except TypeError:
+        return False
+
+
+def _is_soft_format(completion: object, answer: str, decoding: str) -> bool:
+    """A key containing "bbox" with 4 values if the variant has a box, and two keys containing
+    "point" with 2 values each if it has points.
+
+    As released: the first key containing "bbox" and the first two others containing "point",
+    their values of that length (`len`); "tolerant": any such keys, finite numbers."""
+    obj = _answer_object(completion, decoding)
     if obj is None:
         return False
     pairs = [(str(key).lower(), value) for key, value in obj.items()]
-    boxes = sum("bbox" in k and finite_numbers(v, 4) is not None for k, v in pairs)
-    points = sum("point" in k and finite_numbers(v, 2) is not None for k, v in pairs)
-    return (boxes >= 1 or not variant_has(answer, "bbox")) and (
-        points >= 2 or not variant_has(answer, "points_1")
+    if decoding == "released":
+        box_values = [v for k, v in pairs if "bbox" in k][:1]
+        point_values = [v for k, v in pairs if "point" in k and "bbox" not in k][:2]
+        box_ok = bool(box_values) and _has_len(box_values[0], 4)
+        points_ok = len(point_values) == 2 and all(_has_len(v, 2) for v in point_values)
+    else:
+        box_ok = any("bbox" in k and finite_numbers(v, 4) is not None for k, v in pairs)
+        point_hits = sum("point" in k and finite_numbers(v, 2) is not None for k, v in pairs)
+        points_ok = point_hits >= 2
+    return (box_ok or not variant_has(answer, "bbox")) and (
+        points_ok or not variant_has(answer, "points_1")
     )
 
 
+def _soft_scores(completions: Iterable[object], kwargs: dict, answer: str) -> list[float]:
+    return [
+        1.0 if _is_soft_format(c, answer, decoding) else 0.0
+        for c, decoding in _scored(completions, kwargs)
+    ]
+
+
 def soft_format_reward(completions: Iterable[object], **kwargs: Any) -> list[float]:
-    """1.0 if the answer's first JSON object (tolerant decoding) has a key containing "bbox"
-    with 4 numbers and two keys containing "point" with 2 numbers each (case-insensitive, top
-    level only: "bbox_2d", "point_1", "Points2" all count); else 0.0."""
-    return [1.0 if _is_soft_format(c) else 0.0 for c in completions]
+    """1.0 if the object the rewards read has a key containing "bbox" with 4 values and two
+    keys containing "point" with 2 each (case-insensitive, top level only: "bbox_2d",
+    "point_1", "Points2" all count); else 0.0."""
+    return _soft_scores(completions, kwargs, DEFAULT_VARIANT)
 
 
 def strict_box_format_reward(completions: Iterable[object], **kwargs: Any) -> list[float]:
-    """`strict_format_reward` for box-only answers: ``bbox`` with 4 numbers is enough."""
-    return [1.0 if _is_strict_format(c, "box") else 0.0 for c in completions]
+    """`strict_format_reward` for box-only answers: ``bbox`` with 4 values is enough."""
+    return _strict_scores(completions, kwargs, "box")
 
 
 def strict_points_format_reward(completions: Iterable[object], **kwargs: Any) -> list[float]:
     """`strict_format_reward` for points-only answers: ``points_1`` and ``points_2``."""
-    return [1.0 if _is_strict_format(c, "points") else 0.0 for c in completions]
+    return _strict_scores(completions, kwargs, "points")
 
 
 def soft_box_format_reward(completions: Iterable[object], **kwargs: Any) -> list[float]:
-    """`soft_format_reward` for box-only answers: a key containing "bbox" with 4 numbers."""
-    return [1.0 if _is_soft_format(c, "box") else 0.0 for c in completions]
+    """`soft_format_reward` for box-only answers: a key containing "bbox" with 4 values."""
+    return _soft_scores(completions, kwargs, "box")
 
 
 def soft_points_format_reward(completions: Iterable[object], **kwargs: Any) -> list[float]:
     """`soft_format_reward` for points-only answers: two keys containing "point"."""
-    return [1.0 if _is_soft_format(c, "points") else 0.0 for c in completions]
+    return _soft_scores(completions, kwargs, "points")
 
 
 # --------------------------------------------------------------------------- accuracy rewards
 
 
 def _box_scores(
-    completions: Iterable[object], solution: object, reward: str, score: Callable
+    completions: Iterable[object], kwargs: dict, solution: object, reward: str, score: Callable
 ) -> list[float]:
     """`score(pred_box, gt_box, index)` per completion; 0.0 when the answer has no usable bbox."""
-    completions = list(completions)
-    truths = reward_solutions(solution, len(completions), reward, parse_solution)
+    scored = _scored(completions, kwargs)
+    truths = reward_solutions(solution, len(scored), reward, parse_solution)
     scores = []
-    for index, (completion, (gt_box, _)) in enumerate(zip(completions, truths, strict=True)):
-        pred = _predicted_box(_answer_object(completion))
+    for index, ((completion, decoding), (gt_box, _)) in enumerate(zip(scored, truths, strict=True)):
+        pred = _predicted_box(_answer_object(completion, decoding))
         scores.append(0.0 if pred is None else _clamp01(score(pred, gt_box, index)))
     return scores
 
@@ -252,6 +292,7 @@ def box_iou_reward(
     """1.0 if IoU(predicted bbox, ground-truth bbox) > 0.5 (inclusive pixel boxes), else 0.0."""
     return _box_scores(
         completions,
+        kwargs,
         solution,
         "box_iou_reward",
         lambda pred, gt, _: 1.0 if box_iou(pred, gt) > IOU_THRESHOLD else 0.0,
@@ -263,7 +304,7 @@ def soft_box_iou_reward(
 ) -> list[float]:
     """IoU(predicted bbox, ground-truth bbox) (inclusive pixel boxes); 0.0 without a bbox."""
     return _box_scores(
-        completions, solution, "soft_box_iou_reward", lambda pred, gt, _: box_iou(pred, gt)
+        completions, kwargs, solution, "soft_box_iou_reward", lambda pred, gt, _: box_iou(pred, gt)
     )
 
 
@@ -273,6 +314,7 @@ def box_l1_reward(
     """1.0 if the mean absolute difference of the 4 box coordinates is < 10 px, else 0.0."""
     return _box_scores(
         completions,
+        kwargs,
         solution,
         "box_l1_reward",
         lambda pred, gt, _: 1.0 if _box_l1(pred, gt) < BOX_L1_THRESHOLD else 0.0,
@@ -294,6 +336,7 @@ def soft_box_l1_reward(
     sides = frame_sides(image_size, len(completions))
     return _box_scores(
         completions,
+        kwargs,
         solution,
         "soft_box_l1_reward",
         lambda pred, gt, index: 1.0 - _box_l1(pred, gt) / sides[index],
@@ -302,6 +345,7 @@ def soft_box_l1_reward(
 
 def _points_scores(
     completions: Iterable[object],
+    kwargs: dict,
     solution: object,
     reward: str,
     score: Callable,
@@ -311,12 +355,14 @@ def _points_scores(
     """`score(distance, index)` per completion whose two points lie inside its own predicted
     bbox; 0.0 when the bbox or a point is missing or a point is outside the box. Without
     `inside_box` (points-only answers, which have no box) only the two points are needed."""
-    completions = list(completions)
-    truths = reward_solutions(solution, len(completions), reward, parse_solution)
+    scored = _scored(completions, kwargs)
+    truths = reward_solutions(solution, len(scored), reward, parse_solution)
     scores = []
-    for index, (completion, (_, gt_points)) in enumerate(zip(completions, truths, strict=True)):
-        obj = _answer_object(completion)
-        box, points = _predicted_box(obj), _predicted_points(obj)
+    for index, ((completion, decoding), (_, gt_points)) in enumerate(
+        zip(scored, truths, strict=True)
+    ):
+        obj = _answer_object(completion, decoding)
+        box, points = _predicted_box(obj), _predicted_points(obj, decoding)
         if points is None:
             scores.append(0.0)
         elif inside_box and (box is None or not all(_inside(p, box) for p in points)):
@@ -333,6 +379,7 @@ def points_reward(
     the ground-truth points, under the better pairing, is < 100 px; else 0.0."""
     return _points_scores(
         completions,
+        kwargs,
         solution,
         "points_reward",
         lambda distance, _: 1.0 if distance < POINTS_DISTANCE_THRESHOLD else 0.0,
@@ -353,6 +400,7 @@ def soft_points_reward(
     sides = frame_sides(image_size, len(completions))
     return _points_scores(
         completions,
+        kwargs,
         solution,
         "soft_points_reward",
         lambda distance, index: 1.0 - distance / sides[index],
@@ -366,6 +414,7 @@ def points_only_reward(
     distance to the ground-truth points, under the better pairing, is < 100 px; else 0.0."""
     return _points_scores(
         completions,
+        kwargs,
         solution,
         "points_only_reward",
         lambda distance, _: 1.0 if distance < POINTS_DISTANCE_THRESHOLD else 0.0,
@@ -384,6 +433,7 @@ def soft_points_only_reward(
     sides = frame_sides(image_size, len(completions))
     return _points_scores(
         completions,
+        kwargs,
         solution,
         "soft_points_only_reward",
         lambda distance, index: 1.0 - distance / sides[index],

@@ -34,3 +34,20 @@ def test_grpo_prompts_and_sft_pairs_are_built_from_the_rows(training_data_dir):
     assert turn["role"] == "assistant"
     assert turn["content"][0]["text"] == f"<answer>{answer_json(rows[1]['solution'])}</answer>"
     assert sft[1]["prompt"] == build_messages(rows[1]["problem"], thinking=False)
+
+
+def test_the_tolerant_json_switch_reaches_the_rewards(training_data_dir):
+    """json_decoding=tolerant (a GRPO recipe key) becomes a column TRL passes to the rewards:
+    a single-quoted answer then scores; by default it scores 0, as released."""
+    from segzero_model.rewards import strict_format_reward
+    from segzero_training.prepare_data import load_training_dataset
+
+    rows = load_training_dataset(training_data_dir)
+    tolerant = grpo_dataset(rows, json_decoding="tolerant")
+    assert grpo_dataset(rows).column_names == [*rows.column_names, "prompt", "image_size"]
+    completion = (
+        "<think>t</think><answer>{'bbox': [1,2,3,4], 'points_1': [1,2], 'points_2': [2,3]}</answer>"
+    )
+    column = tolerant["json_decoding"][:1]
+    assert strict_format_reward([completion], json_decoding=column) == [1.0]
+    assert strict_format_reward([completion]) == [0.0]

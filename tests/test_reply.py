@@ -138,8 +138,10 @@ def test_unknown_variants_are_named():
 
 
 def _example_reply(variant: str) -> str:
-    """A reply that answers exactly as the `variant` prompt's own example does."""
-    return f"<think>t</think><answer>{prompt.example_answer(variant)}</answer>"
+    """A reply that answers as the `variant` prompt's own example does, in real JSON (the
+    example's single quotes are not JSON: the released rewards score them 0)."""
+    example = prompt.example_answer(variant).replace("'", '"')
+    return f"<think>t</think><answer>{example}</answer>"
 
 
 def test_the_default_variant_is_the_released_answer():
@@ -160,6 +162,9 @@ def test_every_variant_has_a_prompt_showing_its_keys(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_variant_has_a_strict_format_rule(variant):
     assert is_strict_format(_example_reply(variant), variant)
+    as_shown = f"<think>t</think><answer>{prompt.example_answer(variant)}</answer>"
+    assert not is_strict_format(as_shown, variant)  # single quotes: json.loads refuses
+    assert is_strict_format(as_shown, variant, decoding="tolerant")
     for key, _ in STRICT_KEYS[variant]:  # each key is required
         obj = json.loads(prompt.example_answer(variant).replace("'", '"'))
         del obj[key]

@@ -200,41 +200,73 @@ def test_thinking_format(text, expected):
 # --------------------------------------------------------------------------- segmentation format
 
 
+# (body, strict, soft) as the released rewards read it, then with the "tolerant" decoding.
 @pytest.mark.parametrize(
-    ("body", "strict", "soft"),
+    ("body", "released", "tolerant"),
     [
-        (SOLUTION_JSON, 1.0, 1.0),
-        (PROMPT_EXAMPLE, 1.0, 1.0),  # single-quoted, like the prompt's example
-        ('{"bbox": [1.5, 2, 3, 4], "points_1": [2, 3], "points_2": [2, 3], "label": "cup"}', 1, 1),
-        ('{"points_2": [2, 3], "bbox": [1, 2, 3, 4], "points_1": [2, 3]}', 1.0, 1.0),  # any order
-        ("```json\n" + SOLUTION_JSON + "\n```", 1.0, 1.0),  # the object is still the first one
+        (SOLUTION_JSON, (1, 1), (1, 1)),
+        # Single quotes, like the prompt's own example: json.loads refuses them.
+        (PROMPT_EXAMPLE, (0, 0), (1, 1)),
+        ('{"bbox": [1.5, 2, 3, 4], "points_1": [2, 3], "points_2": [2,3], "c": 1}', (1, 1), (1, 1)),
+        ('{"points_2": [2, 3], "bbox": [1, 2, 3, 4], "points_1": [2, 3]}', (1, 1), (1, 1)),
+        ("```json\n" + SOLUTION_JSON + "\n```", (1, 1), (1, 1)),
         # Key names: strict wants exactly bbox/points_1/points_2; soft wants "bbox"/"point" in them.
-        ('{"bbox_2d": [1, 2, 3, 4], "point_1": [2, 3], "point_2": [2, 3]}', 0.0, 1.0),
-        ('{"BBox": [1, 2, 3, 4], "Points1": [2, 3], "Points2": [2, 3]}', 0.0, 1.0),
-        ('{"bbox": [1, 2, 3, 4], "points_1": [2, 3]}', 0.0, 0.0),  # one point
-        ('{"bbox": [1, 2, 3, 4], "points": [[2, 3], [4, 5]]}', 0.0, 0.0),
-        ('{"box": [1, 2, 3, 4], "points_1": [2, 3], "points_2": [2, 3]}', 0.0, 0.0),
-        # Values: lists of exactly 4 / 2 finite numbers.
-        ('{"bbox": [1, 2, 3], "points_1": [2, 3], "points_2": [2, 3]}', 0.0, 0.0),
-        ('{"bbox": [1, 2, 3, 4], "points_1": [2, 3, 4], "points_2": [2, 3]}', 0.0, 0.0),
-        ('{"bbox": ["1", 2, 3, 4], "points_1": [2, 3], "points_2": [2, 3]}', 0.0, 0.0),
-        ('{"bbox": "[1, 2, 3, 4]", "points_1": [2, 3], "points_2": [2, 3]}', 0.0, 0.0),
-        ('{"bbox": [true, 2, 3, 4], "points_1": [2, 3], "points_2": [2, 3]}', 0.0, 0.0),
-        ('{"bbox": [NaN, 2, 3, 4], "points_1": [2, 3], "points_2": [2, 3]}', 0.0, 0.0),
-        ('{"bbox": [1e400, 2, 3, 4], "points_1": [2, 3], "points_2": [2, 3]}', 0.0, 0.0),
-        # Not real JSON: strict 0, though the tolerant decoder (and so soft) accepts it.
-        ('{"bbox": [1, 2, 3, 4,], "points_1": [2, 3], "points_2": [2, 3]}', 0.0, 1.0),
-        ('{"bbox": [1, 2, 3, 4], "points_1": [2, 3], "points_2": [2, 3], "ok": True}', 0.0, 1.0),
+        ('{"bbox_2d": [1, 2, 3, 4], "point_1": [2, 3], "point_2": [2, 3]}', (0, 1), (0, 1)),
+        ('{"BBox": [1, 2, 3, 4], "Points1": [2, 3], "Points2": [2, 3]}', (0, 1), (0, 1)),
+        ('{"bbox": [1, 2, 3, 4], "points_1": [2, 3]}', (0, 0), (0, 0)),  # one point
+        ('{"bbox": [1, 2, 3, 4], "points": [[2, 3], [4, 5]]}', (0, 0), (0, 0)),
+        ('{"box": [1, 2, 3, 4], "points_1": [2, 3], "points_2": [2, 3]}', (0, 0), (0, 0)),
+        # Values: released, lists of 4 / 2 of anything; tolerant, finite numbers.
+        ('{"bbox": [1, 2, 3], "points_1": [2, 3], "points_2": [2, 3]}', (0, 0), (0, 0)),
+        ('{"bbox": [1, 2, 3, 4], "points_1": [2, 3, 4], "points_2": [2, 3]}', (0, 0), (0, 0)),
+        ('{"bbox": ["1", 2, 3, 4], "points_1": [2, 3], "points_2": [2, 3]}', (1, 1), (0, 0)),
+        ('{"bbox": "[1, 2, 3, 4]", "points_1": [2, 3], "points_2": [2, 3]}', (0, 0), (0, 0)),
+        ('{"bbox": "1234", "points_1": [2, 3], "points_2": [2, 3]}', (0, 1), (0, 0)),  # len 4
+        ('{"bbox": [true, 2, 3, 4], "points_1": [2, 3], "points_2": [2, 3]}', (1, 1), (0, 0)),
+        ('{"bbox": [NaN, 2, 3, 4], "points_1": [2, 3], "points_2": [2, 3]}', (1, 1), (0, 0)),
+        ('{"bbox": [1e400, 2, 3, 4], "points_1": [2, 3], "points_2": [2, 3]}', (1, 1), (0, 0)),
+        # Not JSON: 0 as released; the tolerant decoder accepts it for soft.
+        ('{"bbox": [1, 2, 3, 4,], "points_1": [2, 3], "points_2": [2, 3]}', (0, 0), (0, 1)),
+        ('{"bbox": [1, 2, 3, 4], "points_1": [2,3], "points_2": [2,3], "k": True}', (0, 0), (0, 1)),
+        ('{"bbox": [1, 2, 3, 4], "points_1": [2,3], "points_2": [2,3], "k": None}', (0, 0), (0, 1)),
         # The first object decides, as in the released rewards.
-        ('{"bbox": [1, 2, 3, 4]} ' + SOLUTION_JSON, 0.0, 0.0),
-        ("no json at all", 0.0, 0.0),
-        ("", 0.0, 0.0),
+        ('{"bbox": [1, 2, 3, 4]} ' + SOLUTION_JSON, (0, 0), (0, 0)),
+        ("no json at all", (0, 0), (0, 0)),
+        ("", (0, 0), (0, 0)),
+    ],
+)  # fmt: skip
+def test_segmentation_format_strict_and_soft(body, released, tolerant):
+    completion = answer(body)
+    for decoding, (strict, soft) in (("released", released), ("tolerant", tolerant)):
+        assert strict_format_reward([completion], json_decoding=decoding) == [strict], decoding
+        assert soft_format_reward([completion], json_decoding=[decoding]) == [soft], decoding
+    assert strict_format_reward([completion]) == [released[0]]  # the default
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        PROMPT_EXAMPLE,  # single quotes
+        '{"bbox": [35, 60, 354, 423,], "points_1": [183, 235], "points_2": [168, 305]}',
+        '{"bbox": [35, 60, 354, 423], "points_1": [183, 235], "points_2": [168, 305], "a": True}',
     ],
 )
-def test_segmentation_format_strict_and_soft(body, strict, soft):
-    completion = answer(body)
-    assert strict_format_reward([completion]) == [strict]
-    assert soft_format_reward([completion]) == [soft]
+def test_near_json_scores_0_on_every_reward_as_released(body):
+    """The issue's near-JSON cases: json.loads raises, so the released rewards give 0 on format
+    and accuracy; the tolerant switch reads them."""
+    completion = answer(body.replace("10,100,200,210", "35,60,354,423"))
+    released = scores(completion)
+    assert released["thinking_format"] == 1.0
+    assert all(v == 0.0 for name, v in released.items() if name != "thinking_format")
+    tolerant = scores(completion, json_decoding="tolerant")
+    assert tolerant["soft_format"] == tolerant["box_iou"] == 1.0
+
+
+def test_released_points_are_truncated_as_int_does():
+    """The released point reward reads ``int(x)``: 0.9 px past the box edge is inside."""
+    body = {"bbox": [35, 60, 354, 423], "points_1": [354.9, 235], "points_2": [168, 305]}
+    assert scores(answer(body))["points"] == 1.0
+    assert scores(answer(body), json_decoding="tolerant")["points"] == 0.0
 
 
 def test_format_rewards_ignore_the_thinking_format():
@@ -246,10 +278,15 @@ def test_format_rewards_ignore_the_thinking_format():
 # --------------------------------------------------------------------------- which JSON is read
 
 
-def test_the_answer_is_read_not_a_json_object_in_the_thinking():
+def test_released_reads_the_first_object_anywhere_tolerant_the_answer():
+    """As released, the first ``{...}`` of the whole reply is read, even in the thinking: quoting
+    the prompt's single-quoted example there costs every reward but the thinking format."""
     text = f"<think>The prompt shows {PROMPT_EXAMPLE}.</think><answer>{SOLUTION_JSON}</answer>"
     assert answer_region(text) == SOLUTION_JSON
-    assert all(value == 1.0 for value in scores(text).values())
+    got = scores(text)
+    assert got["thinking_format"] == 1.0
+    assert all(value == 0.0 for name, value in got.items() if name != "thinking_format")
+    assert all(value == 1.0 for value in scores(text, json_decoding="tolerant").values())
 
 
 def test_without_answer_tags_the_whole_completion_is_read():
@@ -259,10 +296,11 @@ def test_without_answer_tags_the_whole_completion_is_read():
     assert got["strict_format"] == got["box_iou"] == got["points"] == 1.0
 
 
-def test_an_empty_answer_does_not_fall_back_to_the_thinking():
+def test_an_empty_answer_falls_back_to_the_thinking_only_as_released():
     text = f"<think>{SOLUTION_JSON}</think><answer></answer>"
     assert answer_region(text) == ""
-    got = scores(text)
+    assert all(value == 1.0 for value in scores(text).values())
+    got = scores(text, json_decoding="tolerant")
     assert got["thinking_format"] == 1.0
     assert all(value == 0.0 for name, value in got.items() if name != "thinking_format")
 
@@ -453,7 +491,15 @@ def test_garbage_scores_0_everywhere_without_raising():
     variants = {"strict_box_format", "soft_box_format", "strict_points_format"}
     variants |= {"soft_points_format", "points_only", "soft_points_only"}
     for name, fn in SINGLE_REWARDS.items():
-        got = fn(GARBAGE, solution=[SOLUTION] * n)
+        released = fn(GARBAGE, solution=[SOLUTION] * n)
+        assert len(released) == n and all(0.0 <= v <= 1.0 for v in released), name
+        # Released formats accept lists of anything (["a", "b"]) and json.loads accepts
+        # Infinity, so a points-only answer beside an infinite box scores on its points.
+        if "format" not in name and name not in variants:
+            assert [v for i, v in enumerate(released) if i not in huge] == [0.0] * (
+                n - len(huge)
+            ), name
+        got = fn(GARBAGE, solution=[SOLUTION] * n, json_decoding="tolerant")
         assert len(got) == n and all(isinstance(v, float) for v in got), name
         assert all(0.0 <= v <= 1.0 for v in got), (name, got)
         if name in variants:
@@ -617,7 +663,7 @@ def test_every_reward_pickles(name):
 
 # --------------------------------------------------------------------------- ablation variants
 
-BOX_ONLY = "<think>t</think><answer>{'bbox': [35,60,354,423]}</answer>"
+BOX_ONLY = '<think>t</think><answer>{"bbox": [35,60,354,423]}</answer>'
 POINTS_ONLY = '<think>t</think><answer>{"points_1": [183,235], "points_2": [168,305]}</answer>'
 POINTS_FAR_OUTSIDE_ANY_BOX = (
     '<answer>{"points_1": [183,235], "points_2": [168,305], "bbox": [0,0,5,5]}</answer>'
@@ -685,14 +731,14 @@ def test_box_only_and_points_only_formats():
         strict_points_format_reward,
     )
 
-    completions = [BOX_ONLY, POINTS_ONLY, "<answer>{'bbox': [1,2,3]}</answer>", "garbage"]
+    completions = [BOX_ONLY, POINTS_ONLY, '<answer>{"bbox": [1,2,3]}</answer>', "garbage"]
     assert strict_box_format_reward(completions) == [1.0, 0.0, 0.0, 0.0]
     assert strict_points_format_reward(completions) == [0.0, 1.0, 0.0, 0.0]
     assert soft_box_format_reward(completions) == [1.0, 0.0, 0.0, 0.0]
     assert soft_points_format_reward(completions) == [0.0, 1.0, 0.0, 0.0]
     # The full answer needs both, so neither partial answer passes it.
     assert strict_format_reward(completions) == [0.0, 0.0, 0.0, 0.0]
-    assert soft_points_format_reward(["<answer>{'Point_a': [1,2], 'pointB': [3,4]}</answer>"]) == [
+    assert soft_points_format_reward(['<answer>{"Point_a": [1,2], "pointB": [3,4]}</answer>']) == [
         1.0
     ]
 

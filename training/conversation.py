@@ -87,10 +87,18 @@ def target_completion(solution: object, answer: str = "box_points", family=None)
     return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
 
 
-def grpo_dataset(dataset, *, thinking: bool = True, answer: str = "box_points", family=None):
+def grpo_dataset(
+    dataset,
+    *,
+    thinking: bool = True,
+    answer: str = "box_points",
+    family=None,
+    json_decoding: str | None = None,
+):
     """`dataset` with the ``prompt`` column GRPOTrainer samples completions for, and the
-    ``image_size`` the rewards read (the side of the family's answer frame); a list-answer
-    family's ``solution`` rewritten by `family_solution`."""
+    ``image_size`` the rewards read (the side of the family's answer frame) and, when given,
+    their ``json_decoding``; a list-answer family's ``solution`` rewritten by
+    `family_solution`."""
     side = family.frame_width if family is not None else None
 
     def row(problem: str, solution: object) -> dict:
@@ -98,6 +106,8 @@ def grpo_dataset(dataset, *, thinking: bool = True, answer: str = "box_points", 
             "prompt": training_messages(problem, family, thinking=thinking, answer=answer),
             "image_size": side,
         }
+        if json_decoding is not None:
+            columns["json_decoding"] = json_decoding
         if _answers_list(family):
             columns["solution"] = family_solution(solution, family)
         return columns

@@ -81,6 +81,14 @@ class SegZeroArguments(ModelDataArguments):
             "(the IoU itself, ...) (Table 3)."
         },
     )
+    json_decoding: Literal["released", "tolerant"] = field(
+        default="released",
+        metadata={
+            "help": "How the single-object rewards read the reply's JSON: released (the first "
+            "{...} of the reply, json.loads, as the released rewards: single quotes score 0) or "
+            "tolerant (the answer's first object, single quotes and trailing commas forgiven)."
+        },
+    )
     freeze_vision_tower: bool = field(
         default=False,
         metadata={"help": "Train only the language model; the vision encoder stays as loaded."},
@@ -221,7 +229,11 @@ def build_trainer(args: SegZeroArguments, config: GRPOConfig):
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     dataset = grpo_dataset(
-        dataset, thinking=args.thinking, answer=args.answer, family=args.family()
+        dataset,
+        thinking=args.thinking,
+        answer=args.answer,
+        family=args.family(),
+        json_decoding=args.json_decoding,
     )
     path = resolve_checkpoint(args.model_name_or_path)
     config.model_init_kwargs = args.model_init_kwargs(config.model_init_kwargs)

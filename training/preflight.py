@@ -26,6 +26,7 @@ _SINGLE_OBJECT_SWITCHES = (
     ("answer", "box_points"),
     ("format_reward", "strict"),
     ("accuracy_reward", "hard"),
+    ("json_decoding", "released"),  # the list rewards json.loads the answer, as released
 )
 
 
