@@ -2,12 +2,15 @@
 
     python benchmarks/pipeline.py                      # tiny checkpoints (CPU or GPU)
     python benchmarks/pipeline.py --arch 3b --device cuda --new-tokens 256
+    python benchmarks/pipeline.py --arch 3b --layers 2 --new-tokens 4   # a quick CPU check
 
-`--arch tiny` uses the built-in tiny checkpoints. `--arch 3b` / `--arch 7b` build the real-size
-Qwen2.5-VL architectures (the released Seg-Zero models are 3B and 7B) and SAM2 hiera-large with
-random weights (nothing can be downloaded), save them in the on-disk formats and load them
-through the same code users call, so `load` includes reading the weights. Random weights never
-emit EOS on purpose, so every generation is forced to exactly `--new-tokens` tokens.
+`--arch tiny` uses the built-in tiny checkpoints. `--arch 3b` / `--arch 7b` build the released
+Qwen2.5-VL-3B / -7B architectures (`segzero_model.tiny.real_size`; the released Seg-Zero models
+are 3B and 7B) and SAM2 hiera-large with random weights (nothing can be downloaded), save them in
+the on-disk formats and load them through the same code users call, so `load` includes reading
+the weights. `--layers N` cuts the reasoner to N text layers and N vision blocks (widths as
+released): a quick check that the real-size path runs, not a latency to report. Random weights
+never emit EOS on purpose, so every generation is forced to exactly `--new-tokens` tokens.
 
 Stages: load (reasoner, segmenter), vision + prefill (time to the first generated token),
 decode (tokens per second after the first), SAM2 image embedding and SAM2 mask decoding.
@@ -28,89 +31,9 @@ import numpy as np
 
 from segzero_model.reasoner import Reasoner
 from segzero_model.segmenter import Segmenter
+from segzero_model.tiny.real_size import ARCHES, write_real_size_reasoner
 
-# Text and vision sizes of the released Qwen2.5-VL checkpoints (config.json on the hub).
-QWEN25_VL_SIZES = {
-    "3b": {
-        "text": dict(
-            hidden_size=2048,
-            intermediate_size=11008,
-            num_hidden_layers=36,
-            num_attention_heads=16,
-            num_key_value_heads=2,
-            vocab_size=151936,
-        ),
-        "vision": dict(
-            depth=32,
-            hidden_size=1280,
-            intermediate_size=3420,
-            num_heads=16,
-            out_hidden_size=2048,
-            window_size=112,
-            fullatt_block_indexes=[7, 15, 23, 31],
-        ),
-    },
-    "7b": {
-        "text": dict(
-            hidden_size=3584,
-            intermediate_size=18944,
-            num_hidden_layers=28,
-            num_attention_heads=28,
-            num_key_value_heads=4,
-            vocab_size=152064,
-        ),
-        "vision": dict(
-            depth=32,
-            hidden_size=1280,
-            intermediate_size=3420,
-            num_heads=16,
-            out_hidden_size=3584,
-            window_size=112,
-            fullatt_block_indexes=[7, 15, 23, 31],
-        ),
-    },
-}
 SAM2_LARGE_CONFIG = "configs/sam2.1/sam2.1_hiera_l.yaml"
-
-
-def real_size_config(arch: str, tiny_dir: Path):
-    """The tiny checkpoint's config with `arch`'s sizes, keeping the tiny tokenizer's
-    special-token ids (so the tiny processor can feed the real-size model)."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(tiny_dir)
-    sizes = QWEN25_VL_SIZES[arch]
-    text_config = getattr(config, "text_config", config)
-    for key, value in sizes["text"].items():
-        setattr(text_config, key, value)
-    layers = sizes["text"]["num_hidden_layers"]
-    if getattr(text_config, "layer_types", None) is not None:  # one entry per layer
-        text_config.layer_types = ["full_attention"] * layers
-    if hasattr(text_config, "max_window_layers"):
-        text_config.max_window_layers = layers
-    if hasattr(text_config, "head_dim"):
-        text_config.head_dim = sizes["text"]["hidden_size"] // sizes["text"]["num_attention_heads"]
-    for key, value in sizes["vision"].items():
-        setattr(config.vision_config, key, value)
-    config.tie_word_embeddings = arch == "3b"  # as in the released 3B / 7B configs
-    text_config.tie_word_embeddings = config.tie_word_embeddings
-    return config
-
-
-def write_real_size_reasoner(arch: str, tiny_dir: Path, out_dir: Path, dtype) -> Path:
-    """Save a random Qwen2.5-VL of `arch`'s size with the tiny tokenizer and processor."""
-    import shutil
-
-    import torch
-    from transformers import AutoModelForImageTextToText
-
-    torch.manual_seed(0)
-    model = AutoModelForImageTextToText.from_config(real_size_config(arch, tiny_dir), dtype=dtype)
-    model.save_pretrained(out_dir)
-    for path in tiny_dir.iterdir():
-        if path.suffix != ".safetensors" and path.name != "config.json" and path.is_file():
-            shutil.copy(path, out_dir / path.name)
-    return out_dir
 
 
 def write_random_sam2(config_name: str, out_path: Path) -> Path:
@@ -148,7 +71,12 @@ def describe_device(device: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--arch", choices=["tiny", "3b", "7b"], default="tiny")
+    parser.add_argument("--arch", choices=["tiny", *ARCHES], default="tiny")
+    parser.add_argument(
+        "--layers",
+        type=int,
+        help="real-size reasoner only: cut to this many text layers and vision blocks",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
@@ -157,6 +85,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     args = parser.parse_args()
+    if args.layers is not None and args.arch == "tiny":
+        parser.error("--layers applies to --arch 3b or 7b")
 
     import torch
 
@@ -171,7 +101,12 @@ def main() -> None:
         else:
             dtype = resolve_dtype(device)
             reasoner_source = write_real_size_reasoner(
-                args.arch, tiny_reasoner, Path(scratch) / "reasoner", dtype
+                args.arch,
+                tiny_reasoner,
+                Path(scratch) / "reasoner",
+                dtype=dtype,
+                text_layers=args.layers,
+                vision_depth=args.layers,
             )
             segmenter_args = (
                 SAM2_LARGE_CONFIG,
@@ -225,6 +160,7 @@ def main() -> None:
         "benchmark": "pipeline",
         "date": datetime.date.today().isoformat(),
         "arch": args.arch,
+        "layers": args.layers,  # null: the depth as released (or the tiny model's)
         "device": describe_device(device),
         "dtype": str(reasoner.dtype).replace("torch.", ""),
         "torch": torch.__version__,

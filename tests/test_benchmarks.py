@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from benchmark_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,19 +43,6 @@ def test_pipeline_benchmark_prints_every_stage(tiny_cache):
         "sam2_decode_s_median",
     ):
         assert report[key] > 0, key
-
-
-@pytest.mark.parametrize("arch, billions", [("3b", 3.75), ("7b", 8.29)])
-def test_real_size_architectures_have_the_released_parameter_counts(tiny_qwen_dir, arch, billions):
-    """Built on the meta device: the configs match Qwen2.5-VL-3B/7B without allocating them."""
-    import torch
-    from transformers import AutoModelForImageTextToText
-
-    real_size_config = load_benchmark("pipeline").real_size_config
-    with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(real_size_config(arch, tiny_qwen_dir))
-    unique = {id(p): p.numel() for p in model.parameters()}
-    assert sum(unique.values()) / 1e9 == pytest.approx(billions, rel=0.01)
 
 
 def test_tracking_benchmark_prints_latency_ratio_and_flat_memory(tiny_cache):
