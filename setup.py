@@ -37,10 +37,20 @@ setup(
         "qwen-vl-utils>=0.0.10",
         "sam2>=1.1.0",
         "huggingface-hub>=0.26",
+        # the remote reasoner's HTTP client (segzero_model/remote_reasoner.py)
+        "httpx2>=2.16",
         "filelock>=3.12",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.6", "ruff>=0.6", "datasets>=3.0"],
+        # transformers[serving]: `transformers serve`, the real server the remote reasoner is
+        # tested against (tests/test_remote_reasoner.py)
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3.6",
+            "ruff>=0.6",
+            "datasets>=3.0",
+            "transformers[serving]",
+        ],
         "training": [
             "datasets>=3.0",
             "pycocotools>=2.0.8",
@@ -50,7 +60,10 @@ setup(
             "matplotlib>=3.8",
             "pyyaml>=6.0",
             "scipy>=1.11",  # the multi-object rewards' optimal matching
+            "peft>=0.20",  # LoRA GRPO (training/lora.py)
         ],
+        # QLoRA (load_in_4bit=true): 4-bit base weights, CUDA only
+        "qlora": ["bitsandbytes>=0.45"],
     },
     entry_points={
         "console_scripts": [

@@ -14,6 +14,12 @@ never emit EOS on purpose, so every generation is forced to exactly `--new-token
 
 Stages: load (reasoner, segmenter), vision + prefill (time to the first generated token),
 decode (tokens per second after the first), SAM2 image embedding and SAM2 mask decoding.
+
+`--compile` also measures the compiled decode (a static KV cache and torch.compile, meant for
+CUDA) on the same model and images: the first compiled round (the compilation), then the
+same stages as eager, and whether it generated the eager tokens. `--prefix-cache-size N` sets
+the reasoner's same-frame prefix cache (0: off); each round here has a new image, so every
+query computes its prefix (benchmarks/prefix_reuse.py measures the follow-up queries).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from segzero_model.segmenter import Segmenter
 from segzero_model.tiny.real_size import ARCHES, write_real_size_reasoner
 
 SAM2_LARGE_CONFIG = "configs/sam2.1/sam2.1_hiera_l.yaml"
+COMPILE_WARMUP_ROUNDS = 2
 
 
 def write_random_sam2(config_name: str, out_path: Path) -> Path:
@@ -69,6 +76,47 @@ def describe_device(device: str) -> str:
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def measure_compiled(reasoner: Reasoner, device: str, args) -> dict:
+    """Generation with the compiled decode, by a twin of `reasoner` on the same model: the
+    time of the first two rounds (they compile: the second call still does on the CPU), then
+    `args.repeats` rounds as in main()."""
+    compiled = Reasoner(
+        reasoner.model,
+        reasoner.processor,
+        model_id=reasoner.model_id,
+        device=device,
+        max_new_tokens=reasoner.max_new_tokens,
+        family=reasoner.family,
+        prefix_cache_size=0,
+        compile=True,
+    )
+    rng = np.random.default_rng(1)
+    options = {"max_new_tokens": args.new_tokens, "min_new_tokens": args.new_tokens}
+    prefill, decode_rate, same_tokens, warmup = [], [], True, 0.0
+    for repeat in range(args.repeats + COMPILE_WARMUP_ROUNDS):
+        images = [
+            rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
+            for _ in range(args.batch)
+        ]
+        queries = ["the red cup"] * args.batch
+        generations, seconds = timed(device, compiled.generate, images, queries, **options)
+        eager = reasoner.generate(images, queries, **options)
+        same_tokens &= [g.text for g in generations] == [g.text for g in eager]
+        if repeat < COMPILE_WARMUP_ROUNDS:
+            warmup += seconds
+            continue
+        prefill.append(generations[0].prefill_seconds)
+        decode_rate.append(
+            args.batch * max(generations[0].num_tokens - 1, 1) / generations[0].decode_seconds
+        )
+    return {
+        "compile_warmup_s": round(warmup, 3),
+        "compiled_vision_prefill_s_median": round(statistics.median(prefill), 4),
+        "compiled_decode_tokens_per_s_median": round(statistics.median(decode_rate), 2),
+        "compiled_tokens_match_eager": same_tokens,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arch", choices=["tiny", *ARCHES], default="tiny")
@@ -84,6 +132,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--output", type=Path, help="also write the JSON here")
+    parser.add_argument("--compile", action="store_true", help="also measure compiled decoding")
+    parser.add_argument("--prefix-cache-size", type=int, help="the reasoner's (default: its own)")
     args = parser.parse_args()
     if args.layers is not None and args.arch == "tiny":
         parser.error("--layers applies to --arch 3b or 7b")
@@ -116,7 +166,11 @@ def main() -> None:
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         reasoner, load_reasoner = timed(
-            device, Reasoner.from_pretrained, reasoner_source, device=device
+            device,
+            Reasoner.from_pretrained,
+            reasoner_source,
+            device=device,
+            prefix_cache_size=args.prefix_cache_size,
         )
         if len(segmenter_args) == 1:
             segmenter, load_segmenter = timed(
@@ -176,6 +230,9 @@ def main() -> None:
         "sam2_embedding_s_median": round(statistics.median(embed), 4),
         "sam2_decode_s_median": round(statistics.median(mask), 4),
     }
+    report["prefix_cache_size"] = reasoner.prefixes.size if reasoner.prefixes else 0
+    if args.compile:
+        report |= measure_compiled(reasoner, device, args)
     if device.startswith("cuda"):
         report["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     text = json.dumps(report, indent=2)

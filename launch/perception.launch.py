@@ -6,6 +6,7 @@
     ros2 launch segzero_ros perception.launch.py params_file:=/path/to/my_perception.yaml
     ros2 launch segzero_ros perception.launch.py tiny:=true namespace:=left
     ros2 launch segzero_ros perception.launch.py tiny:=true model_family:=qwen3_vl
+    ros2 launch segzero_ros perception.launch.py reasoning_url:=http://gpu-host:8000/v1
 
 Arguments:
 - The node parameters in OVERRIDABLE (see segzero_ros/params.py, whose descriptions they show).
@@ -55,6 +56,7 @@ from segzero_ros.params import NODE_NAME, PARAMS, ParamsError, parse_params_yaml
 # Node parameters that can be set on the command line of this launch file.
 OVERRIDABLE = (
     "reasoning_model",
+    "reasoning_url",
     "model_family",
     "segmentation_model",
     "device",

@@ -27,6 +27,7 @@ from segzero_model.depth import (
 from segzero_model.device import DeviceUnavailableError
 from segzero_model.errors import ImageLoadError, ModelNotFoundError
 from segzero_model.pipeline import DEFAULT_REASONING_MODEL, DEFAULT_SEGMENTATION_MODEL
+from segzero_model.remote_reasoner import DEFAULT_API_KEY_ENV, DEFAULT_TIMEOUT
 from segzero_model.result import Status
 from segzero_model.tracking import TrackSettings
 
@@ -105,7 +106,31 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reasoning-model",
         default=None,
-        help=f"hub id or local directory (default {DEFAULT_REASONING_MODEL})",
+        help=f"hub id or local directory (default {DEFAULT_REASONING_MODEL}); with "
+        "--reasoning-url the name the server serves the model under",
+    )
+    parser.add_argument(
+        "--reasoning-url",
+        default=None,
+        metavar="URL",
+        help="ask the reasoning model on an OpenAI-compatible server (vLLM, SGLang, "
+        "transformers serve) at this base URL, e.g. http://localhost:8000/v1, instead of "
+        "loading it here",
+    )
+    parser.add_argument(
+        "--reasoning-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help="with --reasoning-url: seconds without data from the server (connecting, first "
+        f"token, between tokens) before the query fails (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--reasoning-api-key-env",
+        default=DEFAULT_API_KEY_ENV,
+        metavar="NAME",
+        help="with --reasoning-url: the environment variable holding the server's API key, "
+        f"sent when set (default {DEFAULT_API_KEY_ENV})",
     )
     parser.add_argument(
         "--segmentation-model",
@@ -115,6 +140,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default=None, help="bfloat16, float16 or float32")
     parser.add_argument("--max-new-tokens", type=int, default=1024)
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="decode with a static KV cache and torch.compile (CUDA; the first queries wait for "
+        "the compilation; not with --reasoning-url)",
+    )
 
 
 def _add_depth_options(parser: argparse.ArgumentParser) -> None:
@@ -367,7 +398,14 @@ def _open_pipeline(args):
     from segzero_model.pipeline import SegZeroPipeline
 
     reasoning_model, segmentation_model = _model_names(args)
-    print(f"loading {reasoning_model} and {segmentation_model} ...", file=sys.stderr)
+    if args.reasoning_url:
+        print(
+            f"loading {segmentation_model}; reasoning by {reasoning_model} at "
+            f"{args.reasoning_url} ...",
+            file=sys.stderr,
+        )
+    else:
+        print(f"loading {reasoning_model} and {segmentation_model} ...", file=sys.stderr)
     try:
         return SegZeroPipeline.from_pretrained(
             reasoning_model,
@@ -376,6 +414,10 @@ def _open_pipeline(args):
             dtype=args.dtype,
             max_new_tokens=args.max_new_tokens,
             model_family=getattr(args, "model_family", "auto"),
+            compile=args.compile,
+            reasoning_url=args.reasoning_url,
+            reasoning_timeout=args.reasoning_timeout,
+            reasoning_api_key_env=args.reasoning_api_key_env,
         )
     except DeviceUnavailableError as error:
         _usage_error(error.advice("--device cpu"))

@@ -49,12 +49,18 @@ def validate_query(query: object, max_chars: int = MAX_QUERY_CHARS) -> str | Non
 
 
 class SegZeroPipeline:
-    """Owns a `Reasoner` and a `Segmenter`; `segment` answers one query, `segment_batch` many."""
+    """Owns a reasoner (`Reasoner`, or `RemoteReasoner` for a server) and a `Segmenter`;
+    `segment` answers one query, `segment_batch` many.
+
+    `segment` may be called from several threads when the reasoner allows it (the remote one
+    does: each call is its own request; the local one does not): SAM2 runs one call at a time.
+    """
 
     def __init__(self, reasoner, segmenter, *, max_query_chars: int = MAX_QUERY_CHARS):
         self.reasoner = reasoner
         self.segmenter = segmenter
         self.max_query_chars = max_query_chars
+        self._segmenter_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(
@@ -67,19 +73,59 @@ class SegZeroPipeline:
         max_new_tokens: int = 1024,
         max_query_chars: int = MAX_QUERY_CHARS,
         model_family: str = "auto",
+        reasoning_url: str | None = None,
+        reasoning_timeout: float | None = None,
+        reasoning_api_key_env: str | None = None,
+        prefix_cache_size: int | None = None,
+        compile: bool = False,
     ) -> SegZeroPipeline:
         """Load both models (hub ids or local directories); raises `ModelNotFoundError`.
-        `model_family`: "auto" (from the checkpoint), a family name or a family YAML file."""
-        from segzero_model.reasoner import Reasoner
+        `model_family`: "auto" (from the checkpoint), a family name or a family YAML file.
+
+        With `reasoning_url` (an OpenAI-compatible server, e.g. http://localhost:8000/v1) the
+        reasoning model is not loaded here: `reasoning_model` is the name the server serves it
+        under, asked through `remote_reasoner.RemoteReasoner` (`reasoning_timeout` seconds
+        without data, default 60; the API key from the environment variable
+        `reasoning_api_key_env`, default SEGZERO_REASONING_API_KEY); `device` and `dtype` then
+        apply to SAM2 only.
+
+        `prefix_cache_size` and `compile` apply to a reasoning model loaded here (see
+        `reasoner.Reasoner`; a server caches prefixes itself): the frames whose prompt prefix is
+        kept for further queries (None: the default, 0 with `compile`) and the compiled decode
+        (CUDA), which cannot be combined with prefix reuse nor with `reasoning_url`."""
         from segzero_model.segmenter import Segmenter
 
-        reasoner = Reasoner.from_pretrained(
-            reasoning_model,
-            device=device,
-            dtype=dtype,
-            max_new_tokens=max_new_tokens,
-            model_family=model_family,
-        )
+        if reasoning_url and compile:
+            raise ValueError("compile applies to a reasoning model loaded here, not reasoning_url")
+        if reasoning_url:
+            from segzero_model.remote_reasoner import (
+                DEFAULT_API_KEY_ENV,
+                DEFAULT_TIMEOUT,
+                RemoteReasoner,
+            )
+
+            reasoner = RemoteReasoner.from_url(
+                reasoning_url,
+                reasoning_model,
+                model_family=model_family,
+                max_new_tokens=max_new_tokens,
+                timeout=DEFAULT_TIMEOUT if reasoning_timeout is None else reasoning_timeout,
+                api_key_env=(
+                    DEFAULT_API_KEY_ENV if reasoning_api_key_env is None else reasoning_api_key_env
+                ),
+            )
+        else:
+            from segzero_model.reasoner import Reasoner
+
+            reasoner = Reasoner.from_pretrained(
+                reasoning_model,
+                device=device,
+                dtype=dtype,
+                max_new_tokens=max_new_tokens,
+                model_family=model_family,
+                prefix_cache_size=prefix_cache_size,
+                compile=compile,
+            )
         try:
             segmenter = Segmenter.from_pretrained(segmentation_model, device=device)
         except BaseException:
@@ -103,7 +149,8 @@ class SegZeroPipeline:
     ) -> SegmentationResult:
         """Segment the object `query` describes in `image` (numpy HxW[xC] or PIL).
 
-        `image_key` identifies the image for SAM2's embedding cache (e.g. a camera stamp);
+        `image_key` identifies the image for SAM2's embedding cache and the reasoner's prefix
+        cache (e.g. a camera stamp; None: both hash the pixels);
         `on_text` receives the model's text as it streams; setting `cancel` stops generation.
         """
         return self._run([image], [query], [image_key], on_text=on_text, cancel=cancel)[0]
@@ -132,7 +179,11 @@ class SegZeroPipeline:
         pending = [i for i, result in enumerate(results) if result is None]
         if pending:
             generations = self._generate(
-                [rgb_images[i] for i in pending], [queries[i] for i in pending], on_text, cancel
+                [rgb_images[i] for i in pending],
+                [queries[i] for i in pending],
+                [keys[i] for i in pending],
+                on_text,
+                cancel,
             )
             for index, generation in zip(pending, generations, strict=True):
                 results[index] = self._finish(
@@ -155,10 +206,12 @@ class SegZeroPipeline:
             return self._failure(Status.INVALID_QUERY, problem, query, size), None
         return None, rgb
 
-    def _generate(self, images, queries, on_text, cancel):
+    def _generate(self, images, queries, keys, on_text, cancel):
         """Run the reasoner; a failure of the whole batch becomes one failure per query."""
         try:
-            return self.reasoner.generate(images, queries, on_text=on_text, cancel=cancel)
+            return self.reasoner.generate(
+                images, queries, image_keys=keys, on_text=on_text, cancel=cancel
+            )
         except Exception as error:  # noqa: BLE001 - reported per query, see _error_status
             status = _error_status(error)
             logger.exception("reasoning failed for %d queries", len(queries))
@@ -217,11 +270,12 @@ class SegZeroPipeline:
         """One embedding of the image, then one SAM2 prompt per object; `result.mask` is the
         union of the objects' masks and `result.score` the first object's score."""
         try:
-            started = time.perf_counter()
-            self.segmenter.set_image(rgb, key=key)
-            embedded = time.perf_counter()
-            for obj in result.objects:
-                obj.mask, obj.score = self.segmenter.predict(obj.bbox, obj.points or None)
+            with self._segmenter_lock:
+                started = time.perf_counter()
+                self.segmenter.set_image(rgb, key=key)
+                embedded = time.perf_counter()
+                for obj in result.objects:
+                    obj.mask, obj.score = self.segmenter.predict(obj.bbox, obj.points or None)
             result.timings["sam_embedding"] = embedded - started
             result.timings["sam_mask"] = time.perf_counter() - embedded
         except Exception as error:  # noqa: BLE001 - reported in the result

@@ -13,12 +13,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from segzero_model.chat import reasoning_image, user_messages
 from segzero_model.device import default_attention, resolve_device, resolve_dtype
 from segzero_model.errors import ModelNotFoundError
 from segzero_model.families import (
@@ -28,6 +29,7 @@ from segzero_model.families import (
     check_image_size,
     family_for_checkpoint,
 )
+from segzero_model.prefix import PrefixCache, PrefixError, PrefixReuse, Request
 from segzero_model.prompt import build_prompt, checkpoint_prompt_variant
 from segzero_model.reply import DEFAULT_VARIANT
 
@@ -38,7 +40,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SUPPORTED_MODEL_TYPES", "Generation", "Reasoner", "resolve_checkpoint"]
+__all__ = [
+    "DEFAULT_PREFIX_CACHE_SIZE",
+    "SUPPORTED_MODEL_TYPES",
+    "Generation",
+    "Reasoner",
+    "resolve_checkpoint",
+]
+
+# Frames whose prompt prefix (vision encoding + KV cache, `segzero_model.prefix`) is kept.
+DEFAULT_PREFIX_CACHE_SIZE = 2
 
 # What a checkpoint needs on disk; anything else in a hub repo is not downloaded.
 _DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model"]
@@ -60,7 +71,13 @@ class Generation:
 
 class Reasoner:
     """A Qwen2.5-VL, Qwen2-VL or Qwen3-VL checkpoint and its processor, ready for greedy
-    generation in its model family's prompt and image size."""
+    generation in its model family's prompt and image size.
+
+    `prefix_cache_size`: the number of frames whose prompt prefix (system prompt and image:
+    the vision encoding and its KV cache, `segzero_model.prefix`) is kept for further queries
+    on the same frame; 0 turns the reuse off. `compile`: decode with a static KV cache and
+    `torch.compile` (meant for CUDA; it cannot be combined with prefix reuse).
+    """
 
     def __init__(
         self,
@@ -73,9 +90,12 @@ class Reasoner:
         thinking: bool = True,
         answer: str = DEFAULT_VARIANT,
         family: Family | None = None,
+        prefix_cache_size: int = DEFAULT_PREFIX_CACHE_SIZE,
+        compile: bool = False,
     ):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        _check_prefix_options(prefix_cache_size, compile)
         # The Seg-Zero prompt variant the model was trained with (ablation checkpoints differ);
         # it makes the prompt when no family is given.
         self.prompt_variant = {"thinking": thinking, "answer": answer}
@@ -89,6 +109,20 @@ class Reasoner:
         self.device = device
         self.dtype = model.dtype
         self.max_new_tokens = max_new_tokens
+        self.compile = compile
+        self._compile_config_cached = None
+        self._reuse: PrefixReuse | None = None  # None while prefix reuse is off
+        if prefix_cache_size > 0:
+            problem = PrefixReuse.unsupported(model, processor.tokenizer)
+            if problem is None:
+                self._reuse = PrefixReuse(model, processor.tokenizer, prefix_cache_size)
+            else:
+                logger.info("no prefix reuse for %s: %s", model_id, problem)
+
+    @property
+    def prefixes(self) -> PrefixCache | None:
+        """The kept prefixes (`size`, `hits`, `misses`); None while prefix reuse is off."""
+        return None if self._reuse is None else self._reuse.cache
 
     @classmethod
     def from_pretrained(
@@ -100,6 +134,8 @@ class Reasoner:
         attn_implementation: str | None = None,
         max_new_tokens: int = 1024,
         model_family: str | Family = "auto",
+        prefix_cache_size: int | None = None,
+        compile: bool = False,
     ) -> Reasoner:
         """Load from a local directory or a hub id (the local HF cache first, then a download).
 
@@ -107,12 +143,17 @@ class Reasoner:
         a `families.Family`) fixes the prompt and the image size. A checkpoint trained by
         training/grpo.py or sft.py carries the prompt variant it was trained with
         (`prompt.RECIPE_FILE`); it is asked in that variant.
+        `prefix_cache_size` (None: `DEFAULT_PREFIX_CACHE_SIZE`, or 0 with `compile`) and
+        `compile`: see the class.
         Raises ModelNotFoundError, within seconds when offline, if the checkpoint cannot be had,
-        and ValueError for a model type not in `SUPPORTED_MODEL_TYPES`, an unknown family, or
-        a family image size the processor would resize.
+        and ValueError for a model type not in `SUPPORTED_MODEL_TYPES`, an unknown family, a
+        family image size the processor would resize, or `compile` with prefix reuse.
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if prefix_cache_size is None:
+            prefix_cache_size = 0 if compile else DEFAULT_PREFIX_CACHE_SIZE
+        _check_prefix_options(prefix_cache_size, compile)
         device = resolve_device(device)
         torch_dtype = resolve_dtype(device, dtype)
         attn_implementation = attn_implementation or default_attention(device)
@@ -163,6 +204,8 @@ class Reasoner:
             device=device,
             max_new_tokens=max_new_tokens,
             family=family,
+            prefix_cache_size=prefix_cache_size,
+            compile=compile,
             **checkpoint_prompt_variant(path),
         )
 
@@ -171,6 +214,7 @@ class Reasoner:
         images: Sequence[Image.Image | np.ndarray],
         queries: Sequence[str],
         *,
+        image_keys: Sequence[Hashable | None] | None = None,
         max_new_tokens: int | None = None,
         min_new_tokens: int = 0,
         on_text: Callable[[str], None] | None = None,
@@ -179,6 +223,11 @@ class Reasoner:
         """Greedy completions for (image, query) pairs, batched with left padding.
 
         Images are PIL images or arrays of any size, in any layout `images.to_rgb8` takes.
+        `image_keys`, one per image, name the images for the prefix cache (e.g. a camera frame's
+        stamp; a key of None, or no keys: the pixels are hashed). A batch of one whose image
+        was seen in one of the last `prefix_cache_size` generations reuses its prompt prefix
+        (vision encoding and KV cache, `segzero_model.prefix`) and prefills only the query's
+        tokens; the tokens generated are the same. Larger batches are generated without reuse.
         `on_text` receives text chunks as they are decoded (batch of one only; the chunks
         concatenate to `text`). `cancel` is checked after every token; once set, generation
         stops and the partial text is returned.
@@ -194,6 +243,8 @@ class Reasoner:
             raise ValueError("generate() needs at least one image and query")
         if len(images) != len(queries):
             raise ValueError(f"got {len(images)} images but {len(queries)} queries")
+        if image_keys is not None and len(image_keys) != len(images):
+            raise ValueError(f"got {len(image_keys)} image keys for {len(images)} images")
         max_new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -202,27 +253,42 @@ class Reasoner:
         if cancel is not None and cancel.is_set():
             return [Generation("", 0, 0.0, 0.0, True) for _ in images]
 
-        inputs = self.prepare_inputs(images, queries)
+        request = None
+        if self._reuse is not None and len(images) == 1:
+            key = None if image_keys is None else image_keys[0]
+            request = self._prefix_request(images[0], queries[0], key)
+        inputs = self.prepare_inputs(images, queries) if request is None else request.inputs
         tokenizer = self.processor.tokenizer
         progress = _Progress(cancel, cuda=self.device.startswith("cuda"))
         stream = _TextStream(tokenizer, on_text) if on_text is not None else None
+        compiled = {}
+        if self.compile:  # transformers' compiled decode: a static cache + compile_config
+            compiled = {"cache_implementation": "static", "compile_config": self._compile_config}
 
         started = time.perf_counter()
-        with torch.inference_mode():
-            sequences = self.model.generate(
-                **inputs,
-                max_new_tokens=max_new_tokens,
-                min_new_tokens=min(min_new_tokens, max_new_tokens),
-                # Greedy, as the released inference code; the checkpoint's sampling parameters
-                # are unset (its repetition_penalty still applies, as it did there).
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                pad_token_id=tokenizer.pad_token_id,
-                stopping_criteria=StoppingCriteriaList([progress]),
-                streamer=stream,
-            )
+        try:
+            with torch.inference_mode():
+                if request is not None:  # on a miss this runs the vision encoder and prefill
+                    inputs = self._from_prefix(request)
+                sequences = self.model.generate(
+                    **inputs,
+                    max_new_tokens=max_new_tokens,
+                    min_new_tokens=min(min_new_tokens, max_new_tokens),
+                    # Greedy, as the released inference code; the checkpoint's sampling
+                    # parameters are unset (its repetition_penalty still applies, as it did).
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    pad_token_id=tokenizer.pad_token_id,
+                    stopping_criteria=StoppingCriteriaList([progress]),
+                    streamer=stream,
+                    **compiled,
+                )
+        except torch.OutOfMemoryError:
+            if self.prefixes is not None:  # give the kept prefixes' memory to the next query
+                self.prefixes.clear()
+            raise
         progress.sync()
         finished = time.perf_counter()
         first = progress.first_token_at or finished
@@ -251,23 +317,66 @@ class Reasoner:
         if len(images) != len(queries):
             raise ValueError(f"got {len(images)} images but {len(queries)} queries")
         size = self.family.image_size
-        pictures = [_reasoning_image(image, size) for image in images]
-        texts = [
-            self.processor.apply_chat_template(
-                _messages(self.family.prompt(query)),
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-            for query in queries
-        ]
+        pictures = [reasoning_image(image, size) for image in images]
+        return self._processed(pictures, [self._chat_text(query) for query in queries])
+
+    def _chat_text(self, query: str) -> str:
+        return self.processor.apply_chat_template(
+            user_messages(self.family.prompt(query)), tokenize=False, add_generation_prompt=True
+        )
+
+    def _processed(self, pictures: list[Image.Image], texts: list[str]):
         inputs = self.processor(text=texts, images=pictures, padding=True, return_tensors="pt")
         return inputs.to(self.device)
 
+    def _prefix_request(self, image, query: str, key: Hashable | None) -> Request | None:
+        """The prefix cache's look-up for a batch of one (the processor runs on a miss); None,
+        turning reuse off, if the chat breaks its assumptions."""
+        picture = reasoning_image(image, self.family.image_size)
+        text = self._chat_text(query)
+        try:
+            return self._reuse.request(
+                picture, text, key, lambda: self._processed([picture], [text])
+            )
+        except PrefixError as error:
+            self._stop_reuse(error)
+            return None
+
+    def _from_prefix(self, request: Request):
+        """generate()'s inputs from the request's prefix (computed and kept on a miss); the
+        processor's batch, turning reuse off, if the model breaks reuse's assumptions."""
+        try:
+            return self._reuse.inputs(request)
+        except PrefixError as error:
+            self._stop_reuse(error)
+            return request.inputs
+
+    def _stop_reuse(self, error: PrefixError) -> None:
+        logger.warning("prefix reuse is off for %s: %s", self.model_id, error)
+        self._reuse = None
+
+    @property
+    def _compile_config(self):
+        if self._compile_config_cached is None:
+            from transformers import CompileConfig
+
+            config = CompileConfig()
+            if not self.device.startswith("cuda"):
+                # generate() compiles on CUDA only; transformers' own flag for compiling on any
+                # device ("useful for testing") lets the CPU tests run the compiled path.
+                config._compile_all_devices = True
+            self._compile_config_cached = config
+        return self._compile_config_cached
+
     def close(self) -> None:
-        """Drop the model so its memory (GPU memory on CUDA) is freed; generate() then fails."""
+        """Drop the model and the kept prefixes so their memory (GPU memory on CUDA) is freed;
+        generate() then fails."""
         if self.model is None:
             return
         self.model = None
+        if self._reuse is not None:
+            self._reuse.cache.clear()
+            self._reuse = None  # it holds the model too
         gc.collect()
         if self.device.startswith("cuda"):
             import torch
@@ -279,21 +388,6 @@ class Reasoner:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-def _messages(text: str) -> list[dict]:
-    """One user turn: the image, then the text (as `prompt.build_messages` builds it)."""
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-
-
-def _reasoning_image(image, size: int) -> Image.Image:
-    """RGB PIL image at `size` x `size` (bilinear), the frame the model answers in. Any layout
-    `images.to_rgb8` takes (gray, RGBA, 16-bit, float, PIL of any mode) is converted first."""
-    from PIL import Image
-
-    from segzero_model.images import to_rgb8
-
-    return Image.fromarray(to_rgb8(image)).resize((size, size), Image.BILINEAR)
 
 
 def resolve_checkpoint(name: str, *, is_path: bool = False) -> Path:
@@ -381,6 +475,21 @@ def _missing_files(path: Path) -> str | None:
     if any(path.glob("*.bin")):
         return "only PyTorch .bin weights, no .safetensors (loading .bin files is disabled)"
     return "no model.safetensors weights"
+
+
+def _check_prefix_options(prefix_cache_size: int, compile: bool) -> None:
+    if (
+        isinstance(prefix_cache_size, bool)
+        or not isinstance(prefix_cache_size, int)
+        or prefix_cache_size < 0
+    ):
+        raise ValueError(f"prefix_cache_size must be an integer >= 0, got {prefix_cache_size!r}")
+    if compile and prefix_cache_size > 0:
+        raise ValueError(
+            f"compile cannot be combined with prefix reuse (prefix_cache_size "
+            f"{prefix_cache_size}): the compiled decode runs on a static KV cache of its own; "
+            "set prefix_cache_size to 0"
+        )
 
 
 class _Progress:

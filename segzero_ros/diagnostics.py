@@ -83,15 +83,24 @@ class Stats:
 ERROR_RUN = 3
 
 
-def health(snapshot: StatsSnapshot, *, loaded: bool, worker_alive: bool) -> tuple[str, str]:
+def health(
+    snapshot: StatsSnapshot,
+    *,
+    loaded: bool,
+    worker_alive: bool,
+    server_error: str | None = None,
+) -> tuple[str, str]:
     """Diagnostics level ("OK", "WARN" or "ERROR") and a one-line message.
 
     ERROR: the worker thread is gone, or the last ERROR_RUN results were internal failures
-    (ERROR / OUT_OF_MEMORY). WARN: the models are not loaded (inactive or loading), or a recent
-    result failed or was dropped. OK otherwise.
+    (ERROR / OUT_OF_MEMORY). WARN: the reasoning server's last request failed (`server_error`,
+    why; its ERROR results then say the server, not the node, failed), the models are not
+    loaded (inactive or loading), or a recent result failed or was dropped. OK otherwise.
     """
     if loaded and not worker_alive:
         return "ERROR", "the worker thread is not running"
+    if loaded and server_error:
+        return "WARN", f"the reasoning server is failing: {server_error}"
     if snapshot.recent_internal_failures >= ERROR_RUN:
         return "ERROR", (
             f"the last {snapshot.recent_internal_failures} queries failed inside the node or "
@@ -186,13 +195,20 @@ class NodeState:
     frames_received: int
     frame_age: float | None  # seconds; None before the first frame
     tracking: TrackingSnapshot = TrackingSnapshot()
+    reasoning_url: str = ""  # the reasoning server; "" for a model loaded in the node
+    reasoning_server_error: str | None = None  # why its last request failed; None: it answered
 
 
 def status_values(
     state: NodeState, snapshot: StatsSnapshot, unmatched: list[tuple[str, int]]
 ) -> tuple[str, str, dict[str, str]]:
     """(level, message, key/values) of the node's DiagnosticStatus."""
-    level, message = health(snapshot, loaded=state.models_loaded, worker_alive=state.worker_alive)
+    level, message = health(
+        snapshot,
+        loaded=state.models_loaded,
+        worker_alive=state.worker_alive,
+        server_error=state.reasoning_server_error,
+    )
     if state.loading:
         message = "loading the models"
     if unmatched:
@@ -204,6 +220,8 @@ def status_values(
         "state": "active" if state.active else "inactive",
         "models_loaded": state.models_loaded,
         "reasoning_model": state.reasoning_model,
+        "reasoning_url": state.reasoning_url,
+        "reasoning_server": (state.reasoning_server_error or "ok") if state.reasoning_url else "",
         "segmentation_model": state.segmentation_model,
         "device": state.device,
         "queue_depth": state.queue_depth,

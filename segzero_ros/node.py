@@ -310,8 +310,9 @@ class PerceptionNode(LifecycleNode):
         self.spatial.start()  # when use_depth
         self.goals.start(p.action_name, self._action_group)
         self.tracking.start(p.stop_tracking_service)
+        remote = f" at {p.reasoning_url.strip()}" if p.reasoning_url.strip() else ""
         self.get_logger().info(
-            f"active: {p.reasoning_model} + {p.segmentation_model} on {self.device}; "
+            f"active: {p.reasoning_model}{remote} + {p.segmentation_model} on {self.device}; "
             f"queries on {self.resolve_topic_name(p.query_topic)}, "
             f"action {self.resolve_topic_name(p.action_name)}"
         )
@@ -359,6 +360,11 @@ class PerceptionNode(LifecycleNode):
                 dtype=p.dtype or None,
                 max_new_tokens=p.max_new_tokens,
                 model_family=p.model_family,
+                prefix_cache_size=0 if p.compile else p.prefix_cache_size,
+                compile=p.compile,
+                reasoning_url=p.reasoning_url.strip() or None,
+                reasoning_timeout=p.reasoning_timeout,
+                reasoning_api_key_env=p.reasoning_api_key_env,
             )
             self.device = _resolved_device(p.device)
         except Exception as error:  # noqa: BLE001 - reported in one line, the node stays up
@@ -367,6 +373,12 @@ class PerceptionNode(LifecycleNode):
         finally:
             self._loading = False
         self.get_logger().info(f"models loaded in {time.monotonic() - started:.1f} s")
+        check = getattr(self.pipeline.reasoner, "check", None)
+        problem = check() if check is not None else None  # a remote reasoner: ask its server
+        if problem is not None:
+            self.get_logger().warning(
+                f"{problem}; queries are answered ERROR until it answers (the node stays active)"
+            )
         return True
 
     def _deactivate(self, reason: str) -> None:
@@ -575,6 +587,8 @@ class PerceptionNode(LifecycleNode):
             frames_received=frame.seq if frame is not None else 0,
             frame_age=frame_age(frame, now.nanoseconds) if frame is not None else None,
             tracking=self.tracking.snapshot(),
+            reasoning_url=p.reasoning_url.strip(),
+            reasoning_server_error=_server_error(self.pipeline),
         )
         array = diagnostic_array(
             f"{self.get_name()}: Seg-Zero perception",
@@ -620,6 +634,13 @@ def load_error_message(error: BaseException) -> str:
     if isinstance(error, DeviceUnavailableError):
         return one_line(error.advice("the parameter device:=cpu (or device:=auto)"))
     return one_line(error)
+
+
+def _server_error(pipeline) -> str | None:
+    """Why the remote reasoner's last request failed (None: it answered, or the reasoner is
+    local, or no models are loaded)."""
+    reasoner = getattr(pipeline, "reasoner", None)
+    return getattr(reasoner, "last_error", None)
 
 
 def _resolved_device(device: str) -> str:

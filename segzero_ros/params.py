@@ -29,6 +29,8 @@ ROS_BUILTIN_PREFIXES = ("qos_overrides.",)
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 _DTYPES = ("", "auto", "bfloat16", "float16", "float32")
 _OPTIONAL_NAMES = ("depth_info_topic",)  # topic names that may be "" (meaning: not used)
+_URL = re.compile(r"https?://[^\s/?#]+[^\s]*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ParamsError(ValueError):
@@ -67,7 +69,7 @@ class PerceptionParams:
     reasoning_model: str = _param(
         "Ricky06662/Seg-Zero-7B",
         "Reasoning model (Qwen2.5-VL, Qwen2-VL, Qwen3-VL, Qwen3.5): a Hugging Face hub id or a "
-        "local directory. "
+        "local directory; with reasoning_url, the name the server serves it under. "
         "Applied at the next activate.",
     )
     model_family: str = _param(
@@ -76,6 +78,27 @@ class PerceptionParams:
         "families): auto (from the checkpoint's model type and segzero_recipe.json), seg_zero, "
         "vision_reasoner, qwen3_vl, or the path of a family YAML file. Applied at the next "
         "activate.",
+    )
+    reasoning_url: str = _param(
+        "",
+        "The reasoning model on an OpenAI-compatible server (vLLM, SGLang, transformers serve): "
+        "its base URL, e.g. http://gpu-host:8000/v1; reasoning_model is then the name the server "
+        'serves it under and nothing but SAM2 is loaded here. "": load reasoning_model here. '
+        "With model_family auto a remote model is asked as seg_zero unless reasoning_model is a "
+        "local checkpoint directory. Applied at the next activate.",
+    )
+    reasoning_api_key_env: str = _param(
+        "SEGZERO_REASONING_API_KEY",
+        "With reasoning_url: the environment variable of the node's process that holds the "
+        'server\'s API key, sent as a Bearer token when set ("": never send one). The key itself '
+        "is never a parameter nor logged. Applied at the next activate.",
+    )
+    reasoning_timeout: float = _param(
+        60.0,
+        "With reasoning_url: seconds without data from the server (connecting, waiting for the "
+        "first token, between tokens) after which the query is answered ERROR. Refused "
+        "connections and HTTP 5xx are retried twice first. Applied at the next activate.",
+        minimum=0.001,
     )
     segmentation_model: str = _param(
         "facebook/sam2.1-hiera-large",
@@ -98,6 +121,20 @@ class PerceptionParams:
         1024,
         "Most tokens the reasoning model may generate per query. Applied at the next activate.",
         minimum=1,
+    )
+    prefix_cache_size: int = _param(
+        2,
+        "Camera frames whose prompt prefix (the image's vision encoding and KV cache) the "
+        "reasoning model keeps, so that further queries on the same frame prefill only their "
+        "own tokens (the answers are the same); 0 turns this off. Not used with compile or "
+        "reasoning_url. Applied at the next activate.",
+        minimum=0,
+    )
+    compile: bool = _param(
+        False,
+        "Decode with a static KV cache and torch.compile (for CUDA; the first queries wait for "
+        "the compilation). Turns prefix_cache_size off; not with reasoning_url. Applied at the "
+        "next activate.",
     )
     image_topic: str = _param(
         "camera/image_raw",
@@ -394,6 +431,16 @@ def check_value(name: str, value: Any) -> Any:
             raise ParamsError(f"parameter {name!r} must not be empty")
     if name in ("max_depth", "depth_scale") and value <= 0.0:
         raise ParamsError(f"parameter {name!r} must be above 0, got {value!r}")
+    if name == "reasoning_url" and value and not _URL.fullmatch(value.strip()):
+        raise ParamsError(
+            f"parameter 'reasoning_url' must be empty or an http(s) URL such as "
+            f"http://localhost:8000/v1, got {value!r}"
+        )
+    if name == "reasoning_api_key_env" and value and not _ENV_NAME.fullmatch(value):
+        raise ParamsError(
+            f"parameter 'reasoning_api_key_env' must be an environment variable name "
+            f"(letters, digits, _), got {value!r}"
+        )
     return value
 
 

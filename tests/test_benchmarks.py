@@ -45,6 +45,53 @@ def test_pipeline_benchmark_prints_every_stage(tiny_cache):
         assert report[key] > 0, key
 
 
+@pytest.mark.slow
+def test_pipeline_benchmark_compares_the_compiled_decode(tiny_cache):
+    """--compile compiles on the CPU too (the test's ~20-40 s): the compiled numbers and the
+    eager tokens."""
+    argv = ["--repeats", "1", "--new-tokens", "4", "--device", "cpu", "--compile"]
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "pipeline.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"SEGZERO_CACHE": str(tiny_cache), "PATH": "/usr/bin:/bin"},
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+    for key in ("compile_warmup_s", "compiled_vision_prefill_s_median"):
+        assert report[key] > 0, key
+    assert report["compiled_decode_tokens_per_s_median"] > 0
+    assert report["compiled_tokens_match_eager"] is True
+    assert report["prefix_cache_size"] == 2
+
+
+def test_prefix_reuse_benchmark_reports_first_and_followup_queries():
+    argv = ["--frames", "1", "--queries", "2", "--new-tokens", "2", "--width", "64"]
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "prefix_reuse.py"), *argv, "--height", "48"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+    for key in (
+        "first_query_vision_prefill_s_median",
+        "followup_vision_prefill_s_median",
+        "no_reuse_vision_prefill_s_median",
+        "followup_to_first_ratio",
+        "first_query_generate_s_median",
+        "followup_generate_s_median",
+    ):
+        assert report[key] > 0, key
+    assert report["answers_compared"] == 2 and report["answers_identical"] is True
+    # The warm-up frame and the measured one: each computed once, then reused once.
+    assert report["prefix_cache"] == {"size": 2, "hits": 2, "misses": 2}
+    assert report["command"].startswith("python benchmarks/prefix_reuse.py --frames 1")
+
+
 def test_tracking_benchmark_prints_latency_ratio_and_flat_memory(tiny_cache):
     completed = subprocess.run(
         [

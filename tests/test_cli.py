@@ -143,6 +143,14 @@ def test_a_missing_gpu_is_explained_in_the_clis_own_words(tiny_env, capsys, monk
     assert "Traceback" not in err
 
 
+def test_compile_reaches_the_reasoner_and_is_refused_for_a_server(tiny_env, capsys):
+    argv = ["infer", "--tiny", "--image", str(SCENE), "--query", "cup", "--compile"]
+    code = main([*argv, "--reasoning-url", "http://127.0.0.1:9/v1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "compile applies to a reasoning model loaded here" in err and "Traceback" not in err
+
+
 def test_make_tiny_copies_loadable_directories(tiny_env, tmp_path):
     assert main(["make-tiny", str(tmp_path / "tiny")]) == 0
     assert (tmp_path / "tiny" / "reasoner" / "config.json").is_file()

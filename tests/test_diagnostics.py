@@ -61,6 +61,27 @@ def test_health_levels():
     assert health(stats.snapshot(), loaded=True, worker_alive=True)[0] == "OK"
 
 
+def test_a_failing_reasoning_server_is_a_warning_that_says_why():
+    """Its ERROR results are the server's failures, not the node's: WARN, not ERROR, however
+    many in a row; a dead worker is still ERROR."""
+    stats = Stats()
+    for _ in range(5):
+        stats.record("ERROR", 0.1)
+    down = "reasoning server http://gpu:8000/v1/chat/completions (m): ConnectError"
+    level, message = health(stats.snapshot(), loaded=True, worker_alive=True, server_error=down)
+    assert level == "WARN" and message == f"the reasoning server is failing: {down}"
+    assert health(stats.snapshot(), loaded=True, worker_alive=True)[0] == "ERROR"
+    assert health(stats.snapshot(), loaded=True, worker_alive=False, server_error=down)[0] == (
+        "ERROR"
+    )
+    remote = node_state(reasoning_url="http://gpu:8000/v1", reasoning_server_error=down)
+    level, message, values = status_values(remote, stats.snapshot(), [])
+    assert level == "WARN" and down in message
+    assert (values["reasoning_url"], values["reasoning_server"]) == ("http://gpu:8000/v1", down)
+    answering = node_state(reasoning_url="http://gpu:8000/v1")
+    assert status_values(answering, Stats().snapshot(), [])[2]["reasoning_server"] == "ok"
+
+
 # --------------------------------------------------------------------------- unmatched
 
 
@@ -133,6 +154,8 @@ def test_status_values_name_every_field_as_text():
         "state": "active",
         "models_loaded": "true",
         "reasoning_model": "/models/reasoner",
+        "reasoning_url": "",
+        "reasoning_server": "",
         "segmentation_model": "/models/sam2",
         "device": "cpu",
         "queue_depth": "2",

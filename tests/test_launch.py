@@ -64,6 +64,7 @@ def test_launch_arguments_are_node_parameters():
     assert set(overridable) <= set(PARAM_NAMES), set(overridable) - set(PARAM_NAMES)
     assert set(overridable) == {
         "reasoning_model",
+        "reasoning_url",
         "model_family",
         "segmentation_model",
         "device",

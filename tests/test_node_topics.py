@@ -34,6 +34,7 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from segzero_model.pipeline import MAX_QUERY_CHARS  # noqa: E402
+from segzero_ros.inputs import frame_key  # noqa: E402
 from segzero_ros.node import PerceptionNode  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -88,6 +89,19 @@ def test_topic_query_gets_result_mask_reasoning_and_overlay(harness):
     finally:
         probe.node.destroy_subscription(sub)
         probe.node.destroy_subscription(sub2)
+
+
+def test_queries_on_one_camera_frame_share_the_reasoners_prefix(harness):
+    """The node names the camera frame (its stamp) for the reasoner's prefix cache as for
+    SAM2's: the second query on a frame prefills only its own tokens."""
+    harness.fresh_frame(width=160, height=120)
+    key = frame_key(harness.node.latest_frame)
+    prefixes = harness.node.pipeline.reasoner.prefixes
+    misses, hits = prefixes.misses, prefixes.hits
+    assert harness.probe.ask("the red cup").status == R.OK
+    assert harness.probe.ask("the blue mug").status == R.OK
+    assert (prefixes.misses, prefixes.hits) == (misses + 1, hits + 1)
+    assert ("key", key) in prefixes  # the frame's stamp, not a digest of its pixels
 
 
 def test_bad_inputs_each_followed_by_a_good_query(harness):

@@ -33,8 +33,14 @@ def section(body: str, key: str = "segzero_perception") -> str:
 def test_defaults_match_the_brief():
     p = PerceptionParams()
     assert p.reasoning_model == "Ricky06662/Seg-Zero-7B"
+    assert (p.reasoning_url, p.reasoning_api_key_env, p.reasoning_timeout) == (
+        "",
+        "SEGZERO_REASONING_API_KEY",
+        60.0,
+    )
     assert p.segmentation_model == "facebook/sam2.1-hiera-large"
     assert (p.device, p.dtype, p.max_new_tokens) == ("auto", "", 1024)
+    assert (p.prefix_cache_size, p.compile) == (2, False)
     assert (p.image_topic, p.compressed, p.max_image_age) == ("camera/image_raw", False, 2.0)
     assert (p.publish_overlay, p.queue_size, p.autostart) == (True, 8, True)
     assert p.diagnostics_period == 1.0
@@ -67,7 +73,7 @@ def test_defaults_match_the_brief():
 
 
 def test_table_rows_are_complete():
-    assert len(PARAMS) == len(set(PARAM_NAMES)) == 44
+    assert len(PARAMS) == len(set(PARAM_NAMES)) == 49
     for param in PARAMS:
         assert param.type in (str, int, float, bool)
         assert isinstance(param.default, param.type), param.name
@@ -170,6 +176,10 @@ def test_ros_builtin_parameters_are_allowed():
         ("max_depth: 0.0", "'max_depth' must be above 0"),
         ("min_depth: -0.5", "at least 0.0"),
         ("cloud_max_points: 0", "at least 1"),
+        ('reasoning_url: "localhost:8000"', "'reasoning_url' must be empty or an http"),
+        ('reasoning_url: "ftp://h/v1"', "'reasoning_url' must be empty or an http"),
+        ('reasoning_api_key_env: "MY-KEY"', "must be an environment variable name"),
+        ("reasoning_timeout: 0.0", "at least 0.001"),
     ],
 )
 def test_bad_values(body, message):

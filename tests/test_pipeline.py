@@ -261,7 +261,7 @@ class ScriptedReasoner:
         self.family = FAMILIES[family_name]
         self.replies = replies
 
-    def generate(self, images, queries, on_text=None, cancel=None):
+    def generate(self, images, queries, image_keys=None, on_text=None, cancel=None):
         from segzero_model.reasoner import Generation
 
         return [Generation(self.replies[q], 12, 0.01, 0.02, False) for q in queries]

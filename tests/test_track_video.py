@@ -198,7 +198,7 @@ class ListReasoner:
 
         self.family, self.reply = FAMILIES["qwen3_vl"], reply
 
-    def generate(self, images, queries, on_text=None, cancel=None):
+    def generate(self, images, queries, image_keys=None, on_text=None, cancel=None):
         from segzero_model.reasoner import Generation
 
         return [Generation(self.reply, 9, 0.01, 0.01, False) for _ in queries]
