@@ -21,11 +21,11 @@ from segzero_training.evaluate import (
     EvaluationError,
     build_parser,
     evaluate,
-    ground_truth_mask,
     load_eval_dataset,
     main,
     score,
 )
+from segzero_training.heldout import ground_truth_mask
 
 WIDTH, HEIGHT = 64, 48
 BATCH = 2
@@ -222,10 +222,10 @@ def test_load_eval_dataset_validates_columns_and_split(dataset_dir, tmp_path, ca
     with pytest.raises(ValueError, match=r"no split 'val'; splits: \['test'\]"):
         load_eval_dataset(dataset_dir, "val")
     Dataset.from_dict({"image": [None], "text": ["x"]}).save_to_disk(str(tmp_path / "bad"))
-    with pytest.raises(ValueError, match=r"missing column\(s\) \['mask', 'image_id'"):
+    with pytest.raises(ValueError, match=r"no held-out set: it has columns \['image', 'text'\]"):
         load_eval_dataset(tmp_path / "bad")
     assert main(["--dataset", str(tmp_path / "bad"), "--output-dir", str(tmp_path / "o")]) == 2
-    assert "missing column(s)" in capsys.readouterr().err
+    assert "expected ['image', 'text', 'mask'] (evaluation layout)" in capsys.readouterr().err
     assert main(["--dataset", str(dataset_dir), "--output-dir", "o", "--batch-size", "0"]) == 2
 
 
@@ -274,3 +274,37 @@ def test_help_lists_every_option_with_its_help():
     options = ("--reasoning-model", "--dataset", "--output-dir", "--max-new-tokens", "--tiny")
     for option in (*options, "--model-family"):
         assert option in out, option
+
+
+def test_the_training_layout_and_a_folder_are_evaluated_too(
+    training_data_dir, tmp_path, tiny_cache, capsys
+):
+    """A user's held-out set needs no conversion: prepare_data.py's training layout (boxes
+    only: box IoU and parse rate, no gIoU) and its folder layout (masks: gIoU too)."""
+    from segzero_model.metrics import box_iou
+    from segzero_training.heldout import open_heldout
+
+    output = tmp_path / "train-layout"
+    assert run(training_data_dir, output, "--split", "train", "--limit", "2") == 0
+    summary = read_summary(output)
+    assert summary["giou"] is None and summary["dataset"]["layout"] == "training"
+    canned = (84, 168, 420, 630)  # the tiny reasoner's trained-in box, 840 frame = these pixels
+    heldout = open_heldout(training_data_dir, "train")
+    expected = [box_iou(canned, heldout[i].boxes[0]) for i in range(2)]
+    assert [line["box_iou"] for line in read_lines(output)] == pytest.approx(expected)
+    assert summary["box_iou"] == pytest.approx(sum(expected) / 2) and summary["parse_rate"] == 1
+    assert "box IoU" in capsys.readouterr().out
+
+    folder = tmp_path / "folder"
+    for sub in ("images", "masks", "texts"):
+        (folder / sub).mkdir(parents=True)
+    pairs = zip(images()[:2], gt_masks()[:2], TEXTS[:2], strict=True)
+    for name, (image, mask, text) in enumerate(pairs):
+        cv2.imwrite(str(folder / "images" / f"{name}.png"), image[:, :, ::-1])
+        cv2.imwrite(str(folder / "masks" / f"{name}.png"), mask.astype(np.uint8) * 255)
+        (folder / "texts" / f"{name}.txt").write_text(text)
+    output = tmp_path / "folder-out"
+    assert run(folder, output) == 0
+    summary = read_summary(output)
+    assert summary["dataset"]["layout"] == "folder" and summary["count"] == 2
+    assert summary["giou"] is not None and [r["id"] for r in read_lines(output)] == ["0", "1"]

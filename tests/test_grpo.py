@@ -56,18 +56,29 @@ def test_the_quick_start_smoke_run(tiny_cache, tmp_path, monkeypatch, capsys):
     from segzero_training import synthetic
 
     monkeypatch.chdir(tmp_path)
-    assert synthetic.main(["--output", "data/synthetic", "--rows", "8"]) == 0
-    assert "wrote data/synthetic (split 'train'): 8 rows" in capsys.readouterr().out
-    config = str(CONFIGS / "smoke_tiny.yaml")
-    assert grpo.main(["--config", config, "--max_steps", "2"]) == 0
+    assert synthetic.main(["--output", "data/synthetic"]) == 0
+    assert "wrote data/synthetic: 8 train, 4 test rows" in capsys.readouterr().out
+    config = str(CONFIGS / "smoke.yaml")
+    assert grpo.main(["--config", config, "--max_steps", "4"]) == 0
     output = tmp_path / "runs" / "smoke"
     logs = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
-    assert [log["step"] for log in logs if "reward" in log] == [1, 2]
+    assert [log["step"] for log in logs if "reward" in log] == [1, 2, 3, 4]
+    (validated,) = [log for log in logs if "eval_box_iou" in log]  # every 4 steps
+    assert validated["step"] == 4 and validated["eval_samples"] == 4
+    best = json.loads((output / RECIPE_FILE).read_text())["best_checkpoint"]
+    assert best["checkpoint"].endswith("checkpoint-4")  # the only validated step
     assert all(log["rewards/strict_format_reward/mean"] >= 0 for log in logs if "reward" in log)
     assert (output / "checkpoint-2").is_dir() and (output / "model.safetensors").is_file()
     recipe = json.loads((output / RECIPE_FILE).read_text())
-    assert recipe["tiny"] is True and recipe["steps"] == 2
+    assert recipe["tiny"] is True and recipe["steps"] == 4
     assert Path(recipe["base_model"]).name == "reasoner"  # the tiny model's directory
+
+    from segzero_training.evaluate import main as evaluate
+
+    argv = "--tiny --dataset data/synthetic --split test --output-dir runs/smoke-eval".split()
+    assert evaluate([*argv, "--device", "cpu"]) == 0  # the README's third command
+    summary = json.loads((tmp_path / "runs" / "smoke-eval" / "summary.json").read_text())
+    assert summary["count"] == 4 and summary["dataset"]["layout"] == "training"
 
 
 # --------------------------------------------------------------------------- recipe files

@@ -128,7 +128,8 @@ def test_main_exits_2_with_the_problems_on_stderr(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "recipe", ["seg_zero_3b.yaml", "seg_zero_7b.yaml", "qwen3_vl_4b.yaml", "smoke_tiny.yaml"]
+    "recipe",
+    ["seg_zero_3b.yaml", "seg_zero_7b.yaml", "qwen3_vl_4b.yaml", "smoke.yaml", "lora_3b_24gb.yaml"],
 )
 def test_shipped_grpo_recipes_hold_only_known_keys_and_valid_values(recipe):
     """A dry parse (no model or data loaded): every key is a field, every value its type."""
@@ -142,3 +143,6 @@ def test_shipped_grpo_recipes_hold_only_known_keys_and_valid_values(recipe):
     if recipe == "qwen3_vl_4b.yaml":
         assert args.model_family == "qwen3_vl"
         assert args.model_name_or_path == "Qwen/Qwen3-VL-4B-Instruct"
+    if recipe == "lora_3b_24gb.yaml":
+        assert args.lora and not args.load_in_4bit
+        assert args.model_name_or_path == "Qwen/Qwen2.5-VL-3B-Instruct"

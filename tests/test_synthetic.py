@@ -31,14 +31,17 @@ def test_the_solution_box_and_points_lie_on_the_named_shape():
 def test_the_command_writes_what_grpo_reads_and_keeps_an_existing_set(tmp_path, capsys):
     output = tmp_path / "synthetic"
     assert main(["--output", str(output), "--rows", "3", "--seed", "2"]) == 0
-    assert f"wrote {output} (split 'train'): 3 rows" in capsys.readouterr().out
+    assert f"wrote {output}: 3 train, 4 test rows" in capsys.readouterr().out
     written = load_training_dataset(output)  # what grpo.py and sft.py read
     assert written["solution"] == synthetic_dataset(3, seed=2)["solution"]
+    held_out = load_training_dataset(output, "test")  # other scenes: seed + 1
+    assert held_out["solution"] == synthetic_dataset(4, seed=3)["solution"]
     assert main(["--output", str(output), "--rows", "2"]) == 2
     assert "exists and is not empty (--overwrite replaces it)" in capsys.readouterr().err
     assert main(["--output", str(output), "--rows", "2", "--overwrite"]) == 0
     assert len(load_training_dataset(output)) == 2
     assert main(["--output", str(output), "--rows", "0"]) == 2
+    assert main(["--output", str(output), "--test-rows", "-1", "--overwrite"]) == 2
 
 
 def test_help_lists_every_option_with_its_help():

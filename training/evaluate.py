@@ -4,10 +4,20 @@
         --segmentation-model facebook/sam2.1-hiera-large \\
         --dataset data/ReasonSeg_test --split test --output-dir runs/reasonseg-test
 
-The dataset has the released evaluation columns ``image`` (PIL), ``text``, ``mask``,
-``image_id``, ``ann_id``, ``img_height``, ``img_width``: a directory written by
+With the reasoning model on an OpenAI-compatible server (``vllm serve Ricky06662/Seg-Zero-7B``,
+README "Reasoning on a server"), add ``--reasoning-url http://localhost:8000/v1``: nothing is
+loaded but SAM2, and ``--concurrency N`` (default 8) rows are asked at once, which the server
+batches continuously; results are still scored and written in row order.
+
+The dataset is read by `segzero_training.heldout` in any of three layouts: the released
+evaluation columns ``image`` (PIL), ``text``, ``mask`` (with ``image_id``, ``ann_id``); the
+training layout ``image``, ``problem``, ``solution`` (prepare_data.py's, boxes only: scored by
+box IoU, no gIoU / cIoU); or a folder as ``prepare_data.py --folder`` reads it (masks), so a
+user's own held-out set needs no conversion. A dataset is a directory written by
 ``save_to_disk`` (a DatasetDict gives ``--split``, a Dataset is used whole) or, when no such
-directory exists, a hub id handed to ``datasets.load_dataset``.
+directory exists, a hub id handed to ``datasets.load_dataset``. Every row also gets
+``box_iou`` (the answer's boxes against the true ones, `validation.sample_box_iou`) and
+``parsed``; the summary their means.
 
 Scoring uses `segzero_model.metrics`: gIoU is the mean per-sample IoU, cIoU the total
 intersection over the total union. A failed prediction (any status but ok: unparseable answer,
@@ -66,10 +76,10 @@ from segzero_model.pipeline import (
     DEFAULT_REASONING_MODEL,
     DEFAULT_SEGMENTATION_MODEL,
 )
+from segzero_model.remote_reasoner import DEFAULT_API_KEY_ENV, DEFAULT_TIMEOUT
 
 logger = logging.getLogger(__name__)
 
-EVAL_COLUMNS = ("image", "text", "mask", "image_id", "ann_id", "img_height", "img_width")
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
@@ -86,6 +96,7 @@ VERSIONED_PACKAGES = (
     "opencv-python-headless",
 )
 EXIT_USAGE = 2
+DEFAULT_CONCURRENCY = 8  # requests in flight with --reasoning-url
 
 
 class EvaluationError(ValueError):
@@ -96,49 +107,16 @@ class EvaluationError(ValueError):
 
 
 def load_eval_dataset(name: str | os.PathLike, split: str = "test"):
-    """An evaluation set: a `save_to_disk` directory, else a hub id for `load_dataset`.
+    """The held-out set to evaluate on, in any layout `segzero_training.heldout` reads (the
+    released evaluation columns, the training layout, or a prepare_data.py folder).
 
     Raises:
         FileNotFoundError / OSError: not found (or unreachable).
-        ValueError: no such split, or a column of `EVAL_COLUMNS` is missing.
+        ValueError: no such split, or columns of no known layout.
     """
-    from datasets import DatasetDict, load_dataset, load_from_disk
+    from segzero_training.heldout import open_heldout
 
-    path = Path(name).expanduser()
-    if path.is_dir():
-        try:
-            dataset = load_from_disk(str(path))
-        except FileNotFoundError as error:
-            raise ValueError(f"{path} is not a dataset saved with save_to_disk: {error}") from error
-        if isinstance(dataset, DatasetDict):
-            if split not in dataset:
-                raise ValueError(f"{path} has no split {split!r}; splits: {sorted(dataset)}")
-            dataset = dataset[split]
-    elif path.exists():
-        raise ValueError(f"{path} is a file; expected a dataset directory or a hub id")
-    else:
-        dataset = load_dataset(str(name), split=split)
-    missing = [column for column in EVAL_COLUMNS if column not in dataset.column_names]
-    if missing:
-        raise ValueError(
-            f"{name} is not an evaluation set: missing column(s) {missing}; it has "
-            f"{dataset.column_names}, expected {list(EVAL_COLUMNS)}"
-        )
-    return dataset
-
-
-def ground_truth_mask(value) -> np.ndarray:
-    """A `mask` cell (PIL image, array or nested lists) as an HxW bool array, nonzero = object.
-
-    Raises:
-        ValueError: the value is not a 2-D mask (a 3-D one with channels is reduced by "any").
-    """
-    array = np.asarray(value)
-    if array.ndim == 3:
-        array = array.any(axis=2)
-    if array.ndim != 2 or array.size == 0 or array.dtype.kind not in "biuf":
-        raise ValueError(f"mask must be a non-empty 2-D array, got {array.dtype} {array.shape}")
-    return array != 0
+    return open_heldout(name, split)
 
 
 def _resize_nearest(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -168,6 +146,31 @@ def score(result, gt: np.ndarray) -> tuple[int, int, bool]:
         pred = _resize_nearest(pred, gt.shape)
     intersection, union = intersection_and_union(pred, gt)
     return intersection, union, failed
+
+
+def score_record(result, sample) -> dict:
+    """What results.jsonl stores of one answer: ``box_iou`` (`validation.sample_box_iou` of the
+    answer's boxes; 0 for a failed answer), ``parsed``, ``failed`` and, where the sample has a
+    mask, its ``iou``, ``intersection`` and ``union`` (else None: a training-layout set has
+    boxes only)."""
+    from segzero_model.result import Status
+    from segzero_training.validation import sample_box_iou
+
+    parsed = result.status in (Status.OK, Status.NOT_FOUND)
+    boxes = [o.bbox for o in result.objects if o.bbox is not None] if parsed else []
+    record = {
+        "box_iou": sample_box_iou(boxes, sample.boxes) if parsed else 0.0,
+        "parsed": parsed,
+        "iou": None,
+        "intersection": None,
+        "union": None,
+        "failed": not result.ok,
+    }
+    if sample.mask is not None:
+        intersection, union, failed = score(result, sample.mask)
+        iou = IoUAccumulator().add_counts(intersection, union, failed=failed)
+        record |= {"iou": iou, "intersection": intersection, "union": union, "failed": failed}
+    return record
 
 
 def _jsonable(value):
@@ -224,16 +227,28 @@ def read_results(path: str | os.PathLike) -> dict[int, dict]:
 
 
 def summarize(records: dict[int, dict], count: int) -> dict:
-    """Metrics over rows 0..count-1 of `records`, accumulated in row order (reproducible sums)."""
+    """Metrics over rows 0..count-1 of `records`, accumulated in row order (reproducible sums):
+    gIoU and cIoU over the rows with masks (None without any), and over every row the mean
+    ``box_iou`` and the ``parse_rate``."""
     accumulator = IoUAccumulator()
     failures: Counter[str] = Counter()
+    box_iou = parsed = 0.0
     for index in range(count):
         record = records[index]
-        accumulator.add_counts(record["intersection"], record["union"], failed=record["failed"])
+        if record["intersection"] is not None:
+            accumulator.add_counts(record["intersection"], record["union"], failed=record["failed"])
+        box_iou += record.get("box_iou", 0.0)
+        parsed += record.get("parsed", not record["failed"])
         if record["failed"]:
             failures[record.get("status", "unknown")] += 1
+    masks = accumulator.summary()
+    if not masks.pop("count"):  # no row with a mask (a training-layout set): no gIoU / cIoU
+        masks = {"giou": None, "ciou": None}
     return {
-        **accumulator.summary(),
+        "count": count,
+        **masks,
+        "box_iou": box_iou / count if count else 0.0,
+        "parse_rate": parsed / count if count else 0.0,
         "failed": sum(failures.values()),
         "failures": dict(sorted(failures.items())),
     }
@@ -248,21 +263,54 @@ def _check_resumable(records: dict[int, dict], dataset, path: Path) -> None:
             f"{path} has rows up to {max(beyond)} but the dataset has {len(dataset)} rows: it "
             "belongs to another dataset; use another --output-dir"
         )
-    ids = dataset.select_columns(["image_id", "ann_id"])
     for index, record in sorted(records.items()):
-        row = ids[index]
-        expected = (_normalised(row["image_id"]), _normalised(row["ann_id"]))
-        if (record.get("image_id"), record.get("ann_id")) != expected:
+        expected = {key: _normalised(value) for key, value in dataset.ids(index).items()}
+        stored = {key: record.get(key) for key in expected}
+        if stored != expected:
             raise EvaluationError(
-                f"{path}: row {index} was image_id/ann_id {record.get('image_id')!r}/"
-                f"{record.get('ann_id')!r}, the dataset has {expected[0]!r}/{expected[1]!r}: "
-                "another dataset or split; use another --output-dir"
+                f"{path}: row {index} was {stored}, the dataset has {expected}: another dataset "
+                "or split; use another --output-dir"
             )
 
 
 def _batches(indices: Sequence[int], size: int) -> Iterable[list[int]]:
     for start in range(0, len(indices), size):
         yield list(indices[start : start + size])
+
+
+def _answers(pipeline, dataset, todo: Sequence[int], batch_size: int, concurrency: int):
+    """Groups of (index, row, result) for the rows `todo`, in row order: batches of
+    `batch_size` through `segment_batch`, or, with `concurrency` > 1, one `segment` call per row
+    on that many threads (a remote reasoner then has that many requests in flight, which its
+    server batches continuously), each row yielded as soon as it and every row before it are
+    answered. Rows are read on the calling thread."""
+    if concurrency <= 1:
+        for batch in _batches(todo, batch_size):
+            rows = [dataset[index] for index in batch]
+            outputs = pipeline.segment_batch([r.image for r in rows], [r.query for r in rows])
+            yield list(zip(batch, rows, outputs, strict=True))
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    indices = iter(todo)
+    pending: deque = deque()
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="evaluate") as pool:
+
+        def submit() -> None:
+            index = next(indices, None)
+            if index is not None:
+                row = dataset[index]
+                future = pool.submit(pipeline.segment, row.image, row.query)
+                pending.append((index, row, future))
+
+        for _ in range(2 * concurrency):  # queued ahead, so no worker waits on a slow row
+            submit()
+        while pending:
+            index, row, future = pending.popleft()
+            result = future.result()
+            submit()
+            yield [(index, row, result)]
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -275,12 +323,15 @@ def evaluate(
     *,
     batch_size: int = 4,
     limit: int | None = None,
+    concurrency: int = 1,
 ) -> dict:
     """Evaluate rows 0..limit-1 of `dataset` with `pipeline` (a `SegZeroPipeline`), resuming
-    from `output_dir`/results.jsonl; returns `summarize`'s metrics.
+    from `output_dir`/results.jsonl; returns `summarize`'s metrics. `concurrency` > 1 answers
+    that many rows at once on threads (for a remote reasoner, `_answers`); results are scored
+    and written in row order either way.
 
     Raises:
-        ValueError: batch_size or limit below 1.
+        ValueError: batch_size, limit or concurrency below 1.
         EvaluationError: results.jsonl belongs to another dataset or is corrupt.
     """
     from tqdm.auto import tqdm
@@ -290,6 +341,8 @@ def evaluate(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results_path = output_dir / RESULTS_FILE
@@ -302,35 +355,27 @@ def evaluate(
 
     running = IoUAccumulator()  # for the progress bar only; the summary re-adds in row order
     for index in range(count):
-        if index in records:
-            record = records[index]
+        record = records.get(index)
+        if record is not None and record["intersection"] is not None:
             running.add_counts(record["intersection"], record["union"], failed=record["failed"])
 
     bar = tqdm(total=len(todo), unit="sample", desc="evaluating")
     with bar, logging_redirect_tqdm(), results_path.open("a", encoding="utf-8") as results:
-        for batch in _batches(todo, batch_size):
-            rows = [dataset[index] for index in batch]
-            outputs = pipeline.segment_batch([r["image"] for r in rows], [r["text"] for r in rows])
+        for answered in _answers(pipeline, dataset, todo, batch_size, concurrency):
             lines = []
-            for index, row, result in zip(batch, rows, outputs, strict=True):
-                intersection, union, failed = score(result, ground_truth_mask(row["mask"]))
-                iou = running.add_counts(intersection, union, failed=failed)
-                record = {
-                    "index": index,
-                    "image_id": row["image_id"],
-                    "ann_id": row["ann_id"],
-                    "iou": iou,
-                    "intersection": intersection,
-                    "union": union,
-                    "failed": failed,
-                    **result.to_json_dict(),
-                }
+            for index, row, result in answered:
+                record = {"index": index, **row.ids, **score_record(result, row)}
+                if record["intersection"] is not None:
+                    running.add_counts(
+                        record["intersection"], record["union"], failed=record["failed"]
+                    )
+                record |= result.to_json_dict()
                 line = json.dumps(record, default=_jsonable)
                 records[index] = json.loads(line)  # as a resumed run reads it back
                 lines.append(line + "\n")
             results.write("".join(lines))
             results.flush()
-            bar.update(len(batch))
+            bar.update(len(answered))
             bar.set_postfix(giou=f"{running.giou:.4f}", ciou=f"{running.ciou:.4f}")
     return summarize(records, count)
 
@@ -447,6 +492,36 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use the built-in tiny random models (a smoke test; the numbers are meaningless)",
     )
+    remote = parser.add_argument_group(
+        "remote reasoning (an OpenAI-compatible server: vLLM, SGLang, transformers serve)"
+    )
+    remote.add_argument(
+        "--reasoning-url",
+        metavar="URL",
+        help="ask the reasoning model on this server (its OpenAI base URL, e.g. "
+        "http://localhost:8000/v1) instead of loading it; --reasoning-model is then the name "
+        "it serves the model under",
+    )
+    remote.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help=f"with --reasoning-url: requests in flight at once, which the server batches "
+        f"continuously (default {DEFAULT_CONCURRENCY}); --batch-size is then unused",
+    )
+    remote.add_argument(
+        "--reasoning-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"seconds without data from the server before a query fails ({DEFAULT_TIMEOUT:g})",
+    )
+    remote.add_argument(
+        "--reasoning-api-key-env",
+        default=DEFAULT_API_KEY_ENV,
+        metavar="NAME",
+        help=f"environment variable holding the server's API key ({DEFAULT_API_KEY_ENV})",
+    )
     return parser
 
 
@@ -454,11 +529,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     logger.setLevel(logging.INFO)  # our resume note, without the libraries' INFO chatter
-    for name in ("batch_size", "limit", "max_new_tokens"):
+    for name in ("batch_size", "limit", "max_new_tokens", "concurrency"):
         value = getattr(args, name)
         if value is not None and value < 1:
             print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return EXIT_USAGE
+    if args.concurrency is not None and not args.reasoning_url:
+        print(
+            "error: --concurrency needs --reasoning-url (a local model batches with --batch-size)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    concurrency = (args.concurrency or DEFAULT_CONCURRENCY) if args.reasoning_url else 1
 
     reasoning_model, segmentation_model = args.reasoning_model, args.segmentation_model
     if args.tiny:
@@ -484,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.model_family != "auto":  # absent for auto, so earlier runs still resume
         run["model_family"] = args.model_family
+    if args.reasoning_url:  # likewise absent for a local model
+        run["reasoning_url"] = args.reasoning_url
     output_dir = args.output_dir
     try:
         _check_run(output_dir, run)
@@ -493,7 +577,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from segzero_model.pipeline import SegZeroPipeline
 
-    print(f"loading {reasoning_model} and {segmentation_model} ...", file=sys.stderr)
+    where = f" at {args.reasoning_url}" if args.reasoning_url else ""
+    print(f"loading {reasoning_model}{where} and {segmentation_model} ...", file=sys.stderr)
     try:
         pipeline = SegZeroPipeline.from_pretrained(
             reasoning_model,
@@ -502,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
             dtype=args.dtype,
             max_new_tokens=args.max_new_tokens,
             model_family=args.model_family,
+            reasoning_url=args.reasoning_url,
+            reasoning_timeout=args.reasoning_timeout,
+            reasoning_api_key_env=args.reasoning_api_key_env,
         )
     except (ModelNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -512,14 +600,20 @@ def main(argv: list[str] | None = None) -> int:
         output_dir.mkdir(parents=True, exist_ok=True)
         _write_json(output_dir / RUN_FILE, run)
         metrics = evaluate(
-            pipeline, dataset, output_dir, batch_size=args.batch_size, limit=args.limit
+            pipeline,
+            dataset,
+            output_dir,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            concurrency=concurrency,
         )
     except EvaluationError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         reasoner = pipeline.reasoner
-        device, dtype = reasoner.device, str(reasoner.dtype).removeprefix("torch.")
+        device = reasoner.device  # "remote" for a server
+        dtype = None if reasoner.dtype is None else str(reasoner.dtype).removeprefix("torch.")
         family = reasoner.family
         pipeline.close()
 
@@ -530,7 +624,8 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": {
             "name": dataset_name,
             "split": args.split,
-            "fingerprint": getattr(dataset, "_fingerprint", None),
+            "layout": dataset.layout,
+            "fingerprint": dataset.fingerprint,
             "rows": len(dataset),
             "evaluated": metrics["count"],
             "complete": metrics["count"] == len(dataset),
@@ -545,6 +640,8 @@ def main(argv: list[str] | None = None) -> int:
             "model_family": family.name,
             "requested_model_family": args.model_family,
             "image_size": family.image_size,
+            "reasoning_url": args.reasoning_url,
+            "concurrency": concurrency,
             "limit": args.limit,
             "tiny": args.tiny,
         },
@@ -556,9 +653,12 @@ def main(argv: list[str] | None = None) -> int:
         "command": ["training/evaluate.py", *(sys.argv[1:] if argv is None else argv)],
     }
     _write_json(output_dir / SUMMARY_FILE, summary)
+    scores = f"box IoU {metrics['box_iou']:.4f}  parsed {metrics['parse_rate']:.2%}"
+    if metrics["giou"] is not None:
+        scores = f"gIoU {metrics['giou']:.4f}  cIoU {metrics['ciou']:.4f}  {scores}"
     print(
-        f"gIoU {metrics['giou']:.4f}  cIoU {metrics['ciou']:.4f}  over {metrics['count']} "
-        f"samples ({metrics['failed']} failed: {metrics['failures'] or 'none'})"
+        f"{scores}  over {metrics['count']} samples ({metrics['failed']} failed: "
+        f"{metrics['failures'] or 'none'})"
     )
     print(f"wrote {output_dir / SUMMARY_FILE}")
     return 0

@@ -4,7 +4,7 @@
     accelerate launch --num_processes 8 training/grpo.py --config ... [--key value ...]
     python training/grpo.py --config ... --check     # only the pre-flight checks
     python training/grpo.py --help                   # every key, with its help and default
-    python training/grpo.py --config training/configs/smoke_tiny.yaml   # a 1-minute CPU run
+    python training/grpo.py --config training/configs/smoke.yaml   # a 1-minute CPU run
 
 The model gets each training image (840x840) and the prompt of `segzero_model.prompt` (or of
 the recipe's ``model_family``, `segzero_model.families`, at its image size), samples
@@ -36,7 +36,8 @@ from typing import Literal
 
 from trl import GRPOConfig
 
-from segzero_training import preflight
+from segzero_training import lora, preflight
+from segzero_training.lora import LoraArguments
 from segzero_training.recipe import RecipeError, new_default, recipe_parser
 from segzero_training.runs import (
     CHECK_FLAG,
@@ -48,13 +49,22 @@ from segzero_training.runs import (
     resume_argument,
     save_final,
 )
+from segzero_training.validation import (
+    ValidatingGRPOTrainer,
+    ValidationArguments,
+    best_checkpoint,
+    build_validation,
+    configure_schedule,
+    placeholder_eval_dataset,
+    validation_problems,
+)
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SegZeroArguments(ModelDataArguments):
-    """What to train, on what, and which of the paper's reward recipes."""
+class SegZeroArguments(ModelDataArguments, ValidationArguments, LoraArguments):
+    """What to train, on what, which of the paper's reward recipes, and what to validate on."""
 
     global_batch_size: int = field(
         default=16,
@@ -143,6 +153,7 @@ def recipe_checks(values, given: set[str]) -> list[str]:
         processes=preflight.world_size(),
     )
     problems += preflight.trainer_problems(values, given)
+    problems += lora.lora_problems(values)
     if "use_vllm" in given and values.use_vllm and not vllm_available():
         problems.append("use_vllm=true but vllm is not installed: pip install vllm")
     return problems
@@ -177,16 +188,18 @@ def model_and_data_problems(args: SegZeroArguments, config: GRPOConfig) -> list[
 
     from segzero_model.reasoner import resolve_checkpoint
     from segzero_training.conversation import training_messages
+    from segzero_training.memory import memory_problems
 
-    path = resolve_checkpoint(args.model_name_or_path)
+    model_config = AutoConfig.from_pretrained(resolve_checkpoint(args.model_name_or_path))
+    prompt = training_messages("the object", family, thinking=args.thinking, answer=args.answer)
     return preflight.prompt_problems(
         processor,
-        AutoConfig.from_pretrained(path),
-        training_messages("the object", family, thinking=args.thinking, answer=args.answer),
+        model_config,
+        prompt,
         max_completion_length=config.max_completion_length,
         vllm_max_model_length=config.vllm_max_model_length if config.use_vllm else None,
         image_size=size,
-    )
+    ) + memory_problems(args, config, model_config, processor, prompt, size)
 
 
 def build_parser():
@@ -205,7 +218,8 @@ def parse_and_check(argv: list[str] | None):
     args, config, given, check_only = read_command_line(build_parser(), argv, [recipe_checks])
     if "use_vllm" not in given:
         config.use_vllm = vllm_available()
-    problems = model_and_data_problems(args, config)
+    configure_schedule(args, config)
+    problems = model_and_data_problems(args, config) + validation_problems(args, config)
     if problems:
         raise RecipeError(problems)
     return args, config, check_only
@@ -238,14 +252,24 @@ def build_trainer(args: SegZeroArguments, config: GRPOConfig):
     path = resolve_checkpoint(args.model_name_or_path)
     config.model_init_kwargs = args.model_init_kwargs(config.model_init_kwargs)
     processor = AutoProcessor.from_pretrained(path, padding_side="left")
-    trainer = GRPOTrainer(
+    validation = build_validation(args, config, processor)
+    extra = {}
+    if validation is not None:  # greedy answers on the held-out set every eval_steps
+        extra = {
+            "validation": validation,
+            "eval_dataset": placeholder_eval_dataset(validation.count),
+        }
+    trainer = (GRPOTrainer if validation is None else ValidatingGRPOTrainer)(
         model=str(path),
         reward_funcs=get_reward_functions(args.reward_names()),
         args=config,
         train_dataset=dataset,
         processing_class=processor,
         callbacks=[metrics_callback(config.output_dir)],
+        **extra,
+        **lora.trainer_arguments(args),  # peft_config (and 4-bit loading) with lora=true
     )
+    lora.prepare_trainer(trainer, args)
     if args.freeze_vision_tower:  # before train() builds the optimizer
         frozen = [p for name, p in trainer.model.named_parameters() if ".visual." in f".{name}"]
         for parameter in frozen:
@@ -267,10 +291,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     trainer = build_trainer(args, config)
     trainer.train(resume_from_checkpoint=resume_argument(config))
+    best = best_checkpoint(trainer.state)
     output = save_final(
-        trainer, config.output_dir, args, method="grpo", rewards=list(args.reward_names())
+        trainer,
+        config.output_dir,
+        args,
+        method="grpo",
+        rewards=list(args.reward_names()),
+        best_checkpoint=best,
     )
     logger.info("final model saved in %s", output)
+    if best is not None:
+        logger.info(
+            "best checkpoint by %s: %s (%.4f at step %s)",
+            config.metric_for_best_model,
+            best["checkpoint"],
+            best["metric"],
+            best["step"],
+        )
     return 0
 
 

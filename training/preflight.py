@@ -341,18 +341,22 @@ def deepspeed_problems(
 
 
 def precision_problems(
-    *, dtype: str, deepspeed: object, fsdp: object, learning_rate: float
+    *, dtype: str, deepspeed: object, fsdp: object, learning_rate: float, lora: bool | None = None
 ) -> list[str]:
     """Without DeepSpeed or FSDP, which keep fp32 master weights, the optimizer updates the
     loaded weights themselves: in 16 bits an AdamW step of ~learning_rate is below their
-    resolution (bf16 steps by ~1e-4 around 0.02) and is rounded away."""
-    if dtype in ("float32", "auto") or deepspeed or fsdp:
+    resolution (bf16 steps by ~1e-4 around 0.02) and is rounded away. With LoRA (`lora` True;
+    None: the script has no LoRA) the loaded weights stay frozen and float32 adapters train
+    (`segzero_training.lora`)."""
+    if dtype in ("float32", "auto") or deepspeed or fsdp or lora:
         return []
+    fixes = "set deepspeed=training/configs/zero2.json (fp32 master weights)"
+    fixes += ", dtype=float32 (bf16=true still computes in bf16)"
+    if lora is not None:
+        fixes += ", or lora=true (the 16-bit base stays frozen, float32 adapters train)"
     return [
         f"dtype={dtype} without deepspeed or fsdp trains 16-bit weights directly, and AdamW "
-        f"steps of ~learning_rate={learning_rate:g} round away: set deepspeed="
-        "training/configs/zero2.json (fp32 master weights), or dtype=float32 (bf16=true still "
-        "computes in bf16)"
+        f"steps of ~learning_rate={learning_rate:g} round away: {fixes}"
     ]
 
 
@@ -419,6 +423,7 @@ def trainer_problems(values, given: set[str]) -> list[str]:
         deepspeed=values.deepspeed,
         fsdp=values.fsdp,
         learning_rate=values.learning_rate,
+        lora=getattr(values, "lora", None),  # None: a script without LoRA (sft.py)
     )
     problems += alias_problems(given)
     return problems + model_init_problems(values.model_init_kwargs)

@@ -148,9 +148,15 @@ def resume_argument(config) -> str | bool | None:
 def save_final(trainer, output_dir: str, args: ModelDataArguments, **recipe) -> Path:
     """Model + processor in Hugging Face format, the trainer state (log history), and
     `RECIPE_FILE`: the method, base model, data and prompt variant that produced them (the
-    reasoner reads the variant back)."""
+    reasoner reads the variant back). A LoRA run (``args.lora``) saves its merged model there
+    and its adapter in ``output_dir/adapter`` (`segzero_training.lora.save_merged`)."""
     output = Path(output_dir)
-    trainer.save_model(str(output))
+    if getattr(args, "lora", False):
+        from segzero_training.lora import save_merged
+
+        save_merged(trainer, output, args)
+    else:
+        trainer.save_model(str(output))
     trainer.save_state()
     if trainer.accelerator.is_main_process:
         values = asdict(args)

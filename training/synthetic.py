@@ -1,13 +1,15 @@
 """A small synthetic training set in the released layout: coloured shapes on a plain background.
 
-    python training/synthetic.py --output data/synthetic [--rows 8] [--seed 0] [--overwrite]
-    python training/grpo.py --config training/configs/smoke_tiny.yaml   # trains on it
+    python training/synthetic.py --output data/synthetic [--rows 8] [--test-rows 4] [--seed 0]
+    python training/grpo.py --config training/configs/smoke.yaml   # trains and validates on it
 
 Each row shows one to three shapes of different colours; the problem names one of them ("the
 red disk") and the solution is `mask_to_target` of its mask, so every reward can be computed
 exactly. Tests and benchmarks train on it in seconds; it is also a quick way to smoke-test a
 recipe (``training/grpo.py --dataset_path DIR``) before spending GPU hours on real data. The
-output is ``DatasetDict({"train": ...}).save_to_disk(DIR)``, as `prepare_data.py` writes.
+output is ``DatasetDict({"train": ..., "test": ...}).save_to_disk(DIR)``: the train split as
+`prepare_data.py` writes it, and a held-out test split of other scenes (seed + 1), which the
+smoke recipe validates on (``eval_dataset_path``) and ``training/evaluate.py`` scores.
 
 Exit codes: 0 written; 2 bad arguments or an output directory that is not empty.
 """
@@ -92,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", type=Path, required=True, help="dataset directory to write")
     parser.add_argument("--rows", type=int, default=8, help="number of rows (default 8)")
+    parser.add_argument(
+        "--test-rows", type=int, default=4, help="rows of the held-out 'test' split (4; 0: none)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the scenes (0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     return parser
@@ -99,8 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.rows < 1:
-        print(f"error: --rows must be at least 1, got {args.rows}", file=sys.stderr)
+    if args.rows < 1 or args.test_rows < 0:
+        print(
+            f"error: --rows must be at least 1 and --test-rows at least 0, got {args.rows} and "
+            f"{args.test_rows}",
+            file=sys.stderr,
+        )
         return 2
     output = args.output
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.overwrite:
@@ -108,15 +117,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from datasets import DatasetDict
 
-    dataset = synthetic_dataset(args.rows, seed=args.seed)
+    splits = {"train": synthetic_dataset(args.rows, seed=args.seed)}
+    if args.test_rows:  # other scenes: a held-out split
+        splits["test"] = synthetic_dataset(args.test_rows, seed=args.seed + 1)
     if output.is_dir():
         import shutil
 
         shutil.rmtree(output)
     elif output.exists():
         output.unlink()
-    DatasetDict({"train": dataset}).save_to_disk(str(output))
-    print(f"wrote {output} (split 'train'): {len(dataset)} rows")
+    DatasetDict(splits).save_to_disk(str(output))
+    counts = ", ".join(f"{len(rows)} {name}" for name, rows in splits.items())
+    print(f"wrote {output}: {counts} rows")
     return 0
 
 
