@@ -125,54 +125,29 @@ def tiny_random_qwen_dir(tmp_path_factory):
     return write_tiny_qwen(tmp_path_factory.mktemp("tiny-random") / "qwen", canned_answer=None)
 
 
-SERVER_START_TIMEOUT = 120.0  # seconds for `transformers serve` to answer /health
-
-
 @pytest.fixture(scope="session")
 def reasoning_server(tmp_path_factory):
     """A real OpenAI-compatible server: `transformers serve` on a free localhost port, on the
     CPU with one thread (as the tests' local reasoners, so both sides compute alike), serving
-    whatever local checkpoint a request names as its model. Yields its base URL (.../v1);
-    started once per test process that asks for it, stopped at the end. Skips without the
-    `transformers[serving]` extras (fails under SEGZERO_REQUIRE_ROS=1, i.e. scripts/test.sh,
-    whose set-up installs them)."""
-    import socket
-    import subprocess
-    import time
+    whatever local checkpoint a request names as its model (benchmarks/transformers_server.py).
+    Yields its base URL (.../v1); started once per test process that asks for it, stopped at
+    the end. Skips without the `transformers[serving]` extras (fails under
+    SEGZERO_REQUIRE_ROS=1, i.e. scripts/test.sh, whose set-up installs them)."""
+    from benchmark_scripts import load_benchmark
 
-    missing = [m for m in ("fastapi", "uvicorn", "openai") if importlib.util.find_spec(m) is None]
+    server = load_benchmark("transformers_server")
+    missing = server.missing_serving_modules()
     if missing:
         message = f"transformers serve needs {missing}: pip install 'transformers[serving]'"
         if REQUIRE_ROS:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
-    import httpx2
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     log_path = tmp_path_factory.mktemp("reasoning-server") / "serve.log"
-    argv = [str(Path(sys.executable).parent / "transformers"), "serve", "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--device", "cpu", "--model-timeout", "3600"]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    process, url = server.start("cpu", log_path, threads=1)
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while True:
-            assert process.poll() is None, f"transformers serve exited:\n{log_path.read_text()}"
-            try:
-                if httpx2.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"no /health in time:\n{log_path.read_text()}"
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/v1"
+        yield url
     finally:
-        stop_process_group(process, timeout=10)
+        server.stop(process)
 
 
 @pytest.fixture(scope="session")

@@ -158,3 +158,27 @@ def test_depth_benchmark_prints_the_3d_stage_latency():
         for key in ("stage_ms", "locate_object_ms"):
             assert 0 < result[key]["median"] <= result[key]["p95"], key
     assert report["command"] == "python benchmarks/depth.py --repeats 3 --sizes 320x240 640x480"
+
+
+def test_the_gpu_suite_runs_every_step_reduced_on_the_cpu(tiny_cache, tmp_path):
+    """benchmarks/gpu_suite.sh --smoke: the suite a lent GPU runs, every step reduced, one JSON."""
+    import os
+
+    output = tmp_path / "suite.json"
+    env = dict(os.environ, PYTHON=sys.executable, SEGZERO_CACHE=str(tiny_cache))
+    completed = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), "--smoke", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["mode"] == "smoke" and report["git_commit"]
+    steps = report["steps"]
+    assert list(steps) == ["pipeline_tiny", "prefix_tiny", "sam2_tiny", "tracking", "remote"]
+    assert steps["pipeline_tiny"]["result"]["generated_tokens"] == 4
+    assert steps["sam2_tiny"]["result"]["eager_s_median"] > 0
+    assert steps["remote"]["result"]["same_answers"] == 2
