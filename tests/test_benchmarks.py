@@ -182,3 +182,21 @@ def test_the_gpu_suite_runs_every_step_reduced_on_the_cpu(tiny_cache, tmp_path):
     assert steps["pipeline_tiny"]["result"]["generated_tokens"] == 4
     assert steps["sam2_tiny"]["result"]["eager_s_median"] > 0
     assert steps["remote"]["result"]["same_answers"] == 2
+
+
+def test_grpo_throughput_reports_completions_per_second(tiny_cache):
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "grpo_throughput.py"),
+            "--steps", "1", "--generations", "2", "--completion-tokens", "8",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"SEGZERO_CACHE": str(tiny_cache), "PATH": "/usr/bin:/bin"},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout)
+    assert report["completions_per_step"] == 2 and len(report["step_s"]) == 1
+    assert report["completions_per_s"] == pytest.approx(2 / report["step_s_median"], rel=0.01)

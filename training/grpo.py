@@ -28,7 +28,6 @@ format in ``output_dir`` with ``segzero_recipe.json`` beside them, ready for
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from segzero_training.validation import (
     placeholder_eval_dataset,
     validation_problems,
 )
+from segzero_training.vllm_checks import vllm_available, vllm_problems
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class SegZeroGRPOConfig(GRPOConfig):
 
 def recipe_checks(values, given: set[str]) -> list[str]:
     """Checks on the parsed values alone (no model or data loaded): batch arithmetic, those of
-    every training script (`preflight.trainer_problems`), vLLM availability."""
+    every training script (`preflight.trainer_problems`), LoRA's."""
     problems = preflight.batch_problems(
         global_batch_size=values.global_batch_size,
         num_generations=values.num_generations or 0,
@@ -154,18 +154,7 @@ def recipe_checks(values, given: set[str]) -> list[str]:
     )
     problems += preflight.trainer_problems(values, given)
     problems += lora.lora_problems(values)
-    if "use_vllm" in given and values.use_vllm and not vllm_available():
-        problems.append("use_vllm=true but vllm is not installed: pip install vllm")
     return problems
-
-
-def vllm_available() -> bool:
-    """vLLM generation needs the package and a CUDA GPU."""
-    if importlib.util.find_spec("vllm") is None:
-        return False
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def model_and_data_problems(args: SegZeroArguments, config: GRPOConfig) -> list[str]:
@@ -219,7 +208,8 @@ def parse_and_check(argv: list[str] | None):
     if "use_vllm" not in given:
         config.use_vllm = vllm_available()
     configure_schedule(args, config)
-    problems = model_and_data_problems(args, config) + validation_problems(args, config)
+    problems = vllm_problems(config) + model_and_data_problems(args, config)
+    problems += validation_problems(args, config)
     if problems:
         raise RecipeError(problems)
     return args, config, check_only
