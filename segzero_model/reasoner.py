@@ -239,17 +239,13 @@ class Reasoner:
 
         if self.model is None:
             raise RuntimeError(f"reasoner for {self.model_id!r} is closed")
-        if len(images) == 0:
-            raise ValueError("generate() needs at least one image and query")
-        if len(images) != len(queries):
-            raise ValueError(f"got {len(images)} images but {len(queries)} queries")
-        if image_keys is not None and len(image_keys) != len(images):
-            raise ValueError(f"got {len(image_keys)} image keys for {len(images)} images")
-        max_new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if on_text is not None and len(images) != 1:
-            raise ValueError(f"on_text streams a batch of one, got a batch of {len(images)}")
+        max_new_tokens = check_request(
+            images,
+            queries,
+            image_keys,
+            self.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            on_text,
+        )
         if cancel is not None and cancel.is_set():
             return [Generation("", 0, 0.0, 0.0, True) for _ in images]
 
@@ -388,6 +384,22 @@ class Reasoner:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def check_request(images, queries, image_keys, max_new_tokens: int, on_text) -> int:
+    """The checks every reasoner backend's `generate` makes of its arguments (ValueError says
+    which is wrong); returns `max_new_tokens`."""
+    if len(images) == 0:
+        raise ValueError("generate() needs at least one image and query")
+    if len(images) != len(queries):
+        raise ValueError(f"got {len(images)} images but {len(queries)} queries")
+    if image_keys is not None and len(image_keys) != len(images):
+        raise ValueError(f"got {len(image_keys)} image keys for {len(images)} images")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if on_text is not None and len(images) != 1:
+        raise ValueError(f"on_text streams a batch of one, got a batch of {len(images)}")
+    return max_new_tokens
 
 
 def resolve_checkpoint(name: str, *, is_path: bool = False) -> Path:

@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 
 from segzero_model.chat import openai_messages
 from segzero_model.families import FAMILIES, Family, family_for_checkpoint, family_named
-from segzero_model.reasoner import Generation
+from segzero_model.reasoner import Generation, check_request
 
 if TYPE_CHECKING:
     import numpy as np
@@ -269,17 +269,13 @@ class RemoteReasoner:
         """
         if self._closed:
             raise RuntimeError(f"reasoner for {self.model_id!r} is closed")
-        if len(images) == 0:
-            raise ValueError("generate() needs at least one image and query")
-        if len(images) != len(queries):
-            raise ValueError(f"got {len(images)} images but {len(queries)} queries")
-        if image_keys is not None and len(image_keys) != len(images):
-            raise ValueError(f"got {len(image_keys)} image keys for {len(images)} images")
-        max_new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if on_text is not None and len(images) != 1:
-            raise ValueError(f"on_text streams a batch of one, got a batch of {len(images)}")
+        max_new_tokens = check_request(
+            images,
+            queries,
+            image_keys,
+            self.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            on_text,
+        )
         if cancel is not None and cancel.is_set():
             return [Generation("", 0, 0.0, 0.0, True) for _ in images]
 
