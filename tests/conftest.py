@@ -312,6 +312,22 @@ def pytest_pycollect_makemodule(module_path, parent):
 # --------------------------------------------------------------------------- shared helpers
 
 
+def infer_trained(reasoning_model, segmentation_model, json_path) -> int:
+    """`segzero infer` of a freshly trained checkpoint on the kitchen scene ("the red cup", 16
+    new tokens, CPU), as a user runs it; its exit code (the result is in `json_path`)."""
+    from segzero_model.cli import main as segzero
+
+    scene = Path(__file__).resolve().parents[1] / "segzero_model" / "assets" / "kitchen.png"
+    return segzero(
+        [
+            "infer", "--reasoning-model", str(reasoning_model),
+            "--segmentation-model", str(segmentation_model),
+            "--image", str(scene), "--query", "the red cup",
+            "--device", "cpu", "--max-new-tokens", "16", "--json", str(json_path),
+        ]
+    )  # fmt: skip
+
+
 def tiny_recipe(model, data, output, *extra: str) -> list[str]:
     """The smallest real run: 1 prompt x 2 samples per step, 8 new tokens, float32 on the CPU."""
     return [

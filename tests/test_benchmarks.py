@@ -189,7 +189,12 @@ def test_grpo_throughput_reports_completions_per_second(tiny_cache):
         [
             sys.executable,
             str(ROOT / "benchmarks" / "grpo_throughput.py"),
-            "--steps", "1", "--generations", "2", "--completion-tokens", "8",
+            "--steps",
+            "1",
+            "--generations",
+            "2",
+            "--completion-tokens",
+            "8",
         ],  # fmt: skip
         capture_output=True,
         text=True,

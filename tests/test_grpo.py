@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_recipe
+from conftest import infer_trained, tiny_recipe
 
 from segzero_model.prompt import RECIPE_FILE
 from segzero_training import grpo, preflight
@@ -210,28 +210,7 @@ def test_two_steps_resume_and_the_result_loads_in_segzero_infer(
     assert [log["step"] for log in logs if "reward" in log] == [1, 2, 3]
     assert json.loads((output / RECIPE_FILE).read_text())["steps"] == 3
 
-    from segzero_model.cli import main as segzero
-
-    scene = Path(__file__).resolve().parents[1] / "segzero_model" / "assets" / "kitchen.png"
-    code = segzero(
-        [
-            "infer",
-            "--reasoning-model",
-            str(output),
-            "--segmentation-model",
-            str(tiny_sam2_dir),
-            "--image",
-            str(scene),
-            "--query",
-            "the red cup",
-            "--device",
-            "cpu",
-            "--max-new-tokens",
-            "16",
-            "--json",
-            str(tmp_path / "result.json"),
-        ]  # fmt: skip
-    )
+    code = infer_trained(output, tiny_sam2_dir, tmp_path / "result.json")
     captured = capsys.readouterr()
     result = json.loads((tmp_path / "result.json").read_text())
     # A 3-step model answers anything; what matters is that the checkpoint loaded and ran.

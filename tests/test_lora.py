@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import tiny_recipe
+from conftest import infer_trained, tiny_recipe
 
 from segzero_model.prompt import RECIPE_FILE
 from segzero_model.reply import completion_text
@@ -157,20 +157,11 @@ def test_a_checkpoint_merges_to_the_same_model(lora_run, tmp_path, capsys):
 
 
 def test_the_merged_model_answers_in_segzero_infer(lora_run, tiny_sam2_dir, tmp_path, capsys):
-    from segzero_model.cli import main as segzero
     from segzero_model.reasoner import Reasoner
 
     reasoner = Reasoner.from_pretrained(lora_run.output, device="cpu", max_new_tokens=4)
     assert reasoner.generate([np.zeros((48, 64, 3), np.uint8)], ["the cup"])[0].num_tokens >= 1
-    code = segzero(
-        [
-            "infer", "--reasoning-model", str(lora_run.output),
-            "--segmentation-model", str(tiny_sam2_dir),
-            "--image", str(REPO / "segzero_model" / "assets" / "kitchen.png"),
-            "--query", "the red cup", "--device", "cpu", "--max-new-tokens", "16",
-            "--json", str(tmp_path / "result.json"),
-        ]
-    )  # fmt: skip
+    code = infer_trained(lora_run.output, tiny_sam2_dir, tmp_path / "result.json")
     captured = capsys.readouterr()
     result = json.loads((tmp_path / "result.json").read_text())
     # A random model answers anything; what matters is that the merged checkpoint loaded and ran.

@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import infer_trained
 
-from segzero_model.cli import main as segzero_main
 from segzero_training.recipe import parse_recipe, split_command_line
 from segzero_training.sft import (
     SegZeroSFTConfig,
@@ -103,26 +103,7 @@ def test_reasoner_loads_the_checkpoint_and_generates(trained):
 
 
 def test_segzero_infer_runs_the_checkpoint_with_sam2(trained, tiny_sam2_dir, tmp_path, capsys):
-    scene = REPO / "segzero_model" / "assets" / "kitchen.png"
-    code = segzero_main(
-        [
-            "infer",
-            "--image",
-            str(scene),
-            "--query",
-            "the red cup",
-            "--reasoning-model",
-            str(trained),
-            "--segmentation-model",
-            str(tiny_sam2_dir),
-            "--device",
-            "cpu",
-            "--max-new-tokens",
-            "16",
-            "--json",
-            str(tmp_path / "r.json"),
-        ]
-    )
+    code = infer_trained(trained, tiny_sam2_dir, tmp_path / "r.json")
     captured = capsys.readouterr()
     # Two steps teach no answer: the query may fail to parse (1), but the models loaded (not 2).
     assert code in (0, 1), captured.err

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import tiny_recipe
+from conftest import infer_trained, tiny_recipe
 
 from segzero_model.families import FAMILIES
 from segzero_model.prompt import RECIPE_FILE
@@ -174,28 +174,7 @@ def test_two_grpo_steps_of_qwen3_vl_load_in_segzero_infer(
     recipe = json.loads((output / RECIPE_FILE).read_text())
     assert recipe["family"] == "qwen3_vl" and recipe["rewards"] == list(OBJECT_REWARDS)
 
-    from segzero_model.cli import main as segzero
-
-    scene = REPO / "segzero_model" / "assets" / "kitchen.png"
-    code = segzero(
-        [
-            "infer",
-            "--reasoning-model",
-            str(output),
-            "--segmentation-model",
-            str(tiny_sam2_dir),
-            "--image",
-            str(scene),
-            "--query",
-            "the red cup",
-            "--device",
-            "cpu",
-            "--max-new-tokens",
-            "16",
-            "--json",
-            str(tmp_path / "result.json"),
-        ]  # fmt: skip
-    )
+    code = infer_trained(output, tiny_sam2_dir, tmp_path / "result.json")
     err = capsys.readouterr().err
     result = json.loads((tmp_path / "result.json").read_text())
     # A 2-step model answers anything; what matters is that it loaded and was asked as qwen3_vl.
