@@ -224,14 +224,17 @@ def test_a_step_under_deepspeed_zero_with_the_shipped_configs(
     zero, tiny_qwen_dir, training_data_dir, tmp_path
 ):
     """The shipped ZeRO configs drive a real DeepSpeed engine (CPU accelerator, one process,
-    as `accelerate launch` would set it up), and the ZeRO-3 save gathers full weights."""
+    as `accelerate launch` would set it up), validation answers through it (ZeRO-3 gathers the
+    weights to generate), and the ZeRO-3 save gathers full weights."""
     from segzero_model.reasoner import Reasoner
 
     repo = Path(__file__).resolve().parents[1]
     output = tmp_path / "run"
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", RANK="0")
     env.update(LOCAL_RANK="0", WORLD_SIZE="1", MASTER_PORT=str(29500 + os.getpid() % 400))
-    argv = tiny_recipe(tiny_qwen_dir, training_data_dir, output, "max_steps=1")
+    validation = [f"eval_dataset_path={training_data_dir}", "eval_dataset_split=train"]
+    validation += ["eval_samples=2", "eval_steps=1"]
+    argv = tiny_recipe(tiny_qwen_dir, training_data_dir, output, "max_steps=1", *validation)
     done = subprocess.run(
         [sys.executable, str(repo / "training" / "grpo.py"), *argv, f"deepspeed={CONFIGS / zero}"],
         env=env, cwd=repo, capture_output=True, text=True, timeout=900,
@@ -239,5 +242,7 @@ def test_a_step_under_deepspeed_zero_with_the_shipped_configs(
     assert done.returncode == 0, done.stderr[-3000:]
     assert "DeepSpeed" in done.stderr + done.stdout
     assert (output / "checkpoint-1").is_dir() and (output / "model.safetensors").is_file()
+    logs = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [log["eval_samples"] for log in logs if "eval_samples" in log] == [2.0]
     reasoner = Reasoner.from_pretrained(output, device="cpu", max_new_tokens=4)
     assert reasoner.generate([np.zeros((48, 64, 3), np.uint8)], ["the cup"])[0].num_tokens >= 1
