@@ -436,7 +436,7 @@ def test_a_server_that_never_answers_fails_within_the_timeout_without_retrying(s
     started = time.perf_counter()
     with pytest.raises(ReasoningServerError, match="no answer within the timeout of 1 s"):
         reasoner.generate([noise(0)], ["the cup"])
-    assert 1.0 <= time.perf_counter() - started < 3.0
+    assert 1.0 <= time.perf_counter() - started < 6.0  # margin for a loaded CI machine
     assert stub.counts["hang"] == 1
 
 
@@ -448,11 +448,11 @@ def test_cancel_while_waiting_for_the_first_token_shuts_the_connection(stub):
     (generation,) = reasoner.generate([noise(0)], ["the cup"], cancel=cancel)
     returned = time.monotonic()
     assert generation.cancelled and generation.text == ""
-    assert time.perf_counter() - started < 2.0  # not the 30 s timeout
+    assert time.perf_counter() - started < 6.0  # not the 30 s timeout (margin for a loaded CI)
     deadline = time.monotonic() + 5
     while "hang" not in stub.disconnected and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert stub.disconnected["hang"] - returned < 1.0  # the server saw the client go
+    assert stub.disconnected["hang"] - returned < 3.0  # the server saw the client go
 
 
 def test_cancel_mid_stream_closes_the_connection(stub):
@@ -470,7 +470,7 @@ def test_cancel_mid_stream_closes_the_connection(stub):
     deadline = time.monotonic() + 5
     while "slow" not in stub.disconnected and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert stub.disconnected["slow"] - returned < 1.0  # its next writes failed: closed
+    assert stub.disconnected["slow"] - returned < 3.0  # its next writes failed: closed
 
 
 def test_5xx_is_retried_with_backoff_then_answered(stub):
