@@ -228,7 +228,7 @@ def test_two_processes_score_their_shards_and_add_them(tiny_qwen_dir, training_d
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", str(grpo.__file__), *recipe],
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(grpo.__file__), *recipe],
         env=env,
         capture_output=True,
         text=True,
