@@ -15,14 +15,13 @@ in milliseconds, the result, versions, the machine and the command. Target: unde
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import time
 
 import numpy as np
-from provenance import git_commit
+from provenance import git_commit, publish
 
 from segzero_model.depth import Intrinsics, RawDepth, depth_to_metres, locate_object
 
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
-    print(json.dumps(report, indent=2))
+    publish(report)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import sys
 import tempfile
@@ -113,11 +112,8 @@ def main(argv: list[str] | None = None) -> None:
         "step_s": [round(s, 3) for s in steps],
         "step_s_median": round(median, 3),
         "completions_per_s": round(completions / median, 3),
-        "git_commit": provenance.git_commit(),
     }
-    print(json.dumps(report, indent=2))
-    if args.output is not None:
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
+    provenance.publish(report, args.output)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 import statistics
 import tempfile
@@ -34,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from provenance import publish
 
 from segzero_model.reasoner import Reasoner
 from segzero_model.segmenter import Segmenter
@@ -80,16 +80,7 @@ def measure_compiled(reasoner: Reasoner, device: str, args) -> dict:
     """Generation with the compiled decode, by a twin of `reasoner` on the same model: the
     time of the first two rounds (they compile: the second call still does on the CPU), then
     `args.repeats` rounds as in main()."""
-    compiled = Reasoner(
-        reasoner.model,
-        reasoner.processor,
-        model_id=reasoner.model_id,
-        device=device,
-        max_new_tokens=reasoner.max_new_tokens,
-        family=reasoner.family,
-        prefix_cache_size=0,
-        compile=True,
-    )
+    compiled = reasoner.twin(compile=True)
     rng = np.random.default_rng(1)
     options = {"max_new_tokens": args.new_tokens, "min_new_tokens": args.new_tokens}
     prefill, decode_rate, same_tokens, warmup = [], [], True, 0.0
@@ -235,10 +226,7 @@ def main() -> None:
         report |= measure_compiled(reasoner, device, args)
     if device.startswith("cuda"):
         report["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    publish(report, args.output)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import statistics
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from pipeline import describe_device, synchronize, timed
-from provenance import git_commit
+from provenance import git_commit, publish
 
 from segzero_model.reasoner import Reasoner
 
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     # model (DeepSpeed's accelerator notice, imported by transformers) goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):
         report = measure(argv)
-    print(json.dumps(report, indent=2))
+    publish(report)
 
 
 def measure(argv: list[str] | None) -> dict:
@@ -116,15 +115,7 @@ def measure(argv: list[str] | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="segzero-prefix-") as scratch:
         source = write_reasoner(args.arch, args.layers, Path(scratch), device)
         reusing = Reasoner.from_pretrained(source, device=device)
-    plain = Reasoner(
-        reusing.model,
-        reusing.processor,
-        model_id=reusing.model_id,
-        device=device,
-        max_new_tokens=reusing.max_new_tokens,
-        family=reusing.family,
-        prefix_cache_size=0,
-    )
+    plain = reusing.twin()  # the same model without reuse
 
     rng = np.random.default_rng(0)
     timings = {name: [] for name in ("first", "followup", "plain")}

@@ -1,7 +1,9 @@
-"""Where a benchmark's numbers came from: the commit they were measured at."""
+"""Where a benchmark's numbers came from (the commit they were measured at), and how every
+benchmark hands them out."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -19,3 +21,13 @@ def git_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() or None
+
+
+def publish(report: dict, output: Path | None = None) -> None:
+    """Print a benchmark's report as one JSON object (stdout holds nothing else) with the commit
+    it was measured at, and also write it to `output` when given."""
+    report.setdefault("git_commit", git_commit())
+    text = json.dumps(report, indent=2)
+    print(text)
+    if output is not None:
+        Path(output).write_text(text + "\n")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import sys
 import tempfile
@@ -91,11 +90,8 @@ def main(argv: list[str] | None = None) -> None:
             r - h for r, h in zip(remote_s, local_s, strict=True)
         ),
         "same_answers": same,
-        "git_commit": provenance.git_commit(),
     }
-    print(json.dumps(report, indent=2))
-    if args.output is not None:
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
+    provenance.publish(report, args.output)
 
 
 if __name__ == "__main__":

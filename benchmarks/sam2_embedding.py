@@ -13,7 +13,6 @@ first compiled call (compilation included).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -69,10 +68,7 @@ def main(argv: list[str] | None = None) -> None:
             synchronize(device)
             report["compile_s"] = timed(device, segmenter.set_image, frames[0])[1]
             report["compiled_s_median"] = statistics.median(embed_all())
-    report["git_commit"] = provenance.git_commit()
-    print(json.dumps(report, indent=2))
-    if args.output is not None:
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
+    provenance.publish(report, args.output)
 
 
 if __name__ == "__main__":

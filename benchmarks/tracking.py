@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import statistics
 import sys
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from pipeline import describe_device, synchronize
-from provenance import git_commit
+from provenance import git_commit, publish
 
 QUERY = "the red cup"
 RSS_CHECKPOINT = 100  # the frame whose memory the last frame's is compared with
@@ -194,10 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     if cuda_early is not None:
         report["cuda_allocated_mib_at_checkpoint"] = round(cuda_early, 1)
         report["cuda_allocated_mib_at_last_frame"] = round(cuda_last, 1)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    publish(report, args.output)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,20 @@ class Reasoner:
             else:
                 logger.info("no prefix reuse for %s: %s", model_id, problem)
 
+    def twin(self, *, prefix_cache_size: int = 0, compile: bool = False) -> Reasoner:
+        """Another reasoner on this one's model and processor (loaded once) with other speed
+        options, so benchmarks and tests compare them on identical weights."""
+        return Reasoner(
+            self.model,
+            self.processor,
+            model_id=self.model_id,
+            device=self.device,
+            max_new_tokens=self.max_new_tokens,
+            family=self.family,
+            prefix_cache_size=prefix_cache_size,
+            compile=compile,
+        )
+
     @property
     def prefixes(self) -> PrefixCache | None:
         """The kept prefixes (`size`, `hits`, `misses`); None while prefix reuse is off."""

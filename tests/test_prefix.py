@@ -38,20 +38,6 @@ def load(directory, prefix_cache_size=DEFAULT_PREFIX_CACHE_SIZE) -> Reasoner:
     )
 
 
-def twin(reasoner: Reasoner, **options) -> Reasoner:
-    """Another reasoner on the same model and processor (by default without prefix reuse)."""
-    options.setdefault("prefix_cache_size", 0)
-    return Reasoner(
-        reasoner.model,
-        reasoner.processor,
-        model_id=reasoner.model_id,
-        device=reasoner.device,
-        max_new_tokens=reasoner.max_new_tokens,
-        family=reasoner.family,
-        **options,
-    )
-
-
 @contextmanager
 def step_logits(reasoner: Reasoner):
     """The LM head's logits at the last position of every forward while inside (one per
@@ -120,7 +106,7 @@ def test_reuse_gives_plain_generation_token_for_token(checkpoint):
     """Several queries on each of three frames, two frames kept: the first query of a frame
     computes its prefix, the others reuse it; a frame evicted is computed again."""
     reusing = load(checkpoint, prefix_cache_size=2)
-    plain = twin(reusing)
+    plain = reusing.twin()
     frames = [frame(seed) for seed in (1, 2, 3)]
     for index, image in enumerate(frames):
         for query in QUERIES:
@@ -149,14 +135,14 @@ def test_the_logit_check_catches_a_wrong_rope_offset(qwen25, monkeypatch):
     image = frame(4)
     qwen25.generate([image], ["the red cup"], image_keys=["wrong-offset"])  # fills the prefix
     with pytest.raises(AssertionError):
-        assert_same_generation(qwen25, twin(qwen25), [image], ["a bottle"], ["wrong-offset"])
+        assert_same_generation(qwen25, qwen25.twin(), [image], ["a bottle"], ["wrong-offset"])
 
 
 def test_batches_are_generated_without_reuse(qwen25):
     images, queries = [frame(5), frame(6)], ["the red cup", "a bottle"]
     qwen25.generate(images[:1], queries[:1], image_keys=["batch"])
     before = (qwen25.prefixes.hits, qwen25.prefixes.misses, len(qwen25.prefixes))
-    assert_same_generation(qwen25, twin(qwen25), images, queries, keys=["batch", "other"])
+    assert_same_generation(qwen25, qwen25.twin(), images, queries, keys=["batch", "other"])
     assert (qwen25.prefixes.hits, qwen25.prefixes.misses, len(qwen25.prefixes)) == before
 
 
@@ -164,7 +150,7 @@ def test_streaming_and_cancelling_from_a_kept_prefix(qwen25):
     image = frame(7)
     qwen25.generate([image], ["the red cup"], image_keys=["stream"])
     hits = qwen25.prefixes.hits
-    expected = twin(qwen25).generate([image], ["a bottle"], max_new_tokens=24)[0]
+    expected = qwen25.twin().generate([image], ["a bottle"], max_new_tokens=24)[0]
 
     chunks: list[str] = []
     streamed = qwen25.generate(
@@ -231,11 +217,11 @@ def test_a_cache_holds_at_least_one_prefix(size):
 
 def test_prefix_options(qwen25):
     assert qwen25.prefixes is not None and qwen25.prefixes.size == DEFAULT_PREFIX_CACHE_SIZE
-    assert twin(qwen25).prefixes is None
+    assert qwen25.twin().prefixes is None
     with pytest.raises(ValueError, match="prefix_cache_size must be an integer >= 0"):
-        twin(qwen25, prefix_cache_size=-1)
+        qwen25.twin(prefix_cache_size=-1)
     with pytest.raises(ValueError, match="compile cannot be combined with prefix reuse"):
-        twin(qwen25, prefix_cache_size=1, compile=True)
+        qwen25.twin(prefix_cache_size=1, compile=True)
     with pytest.raises(ValueError, match="image keys"):
         qwen25.generate([frame(1)], ["cup"], image_keys=["a", "b"])
 
@@ -292,7 +278,7 @@ def test_a_broken_assumption_turns_reuse_off_and_answers_plainly(tiny_random_qwe
     assert reasoner.prefixes is None
     (record,) = records
     assert "prefix reuse is off" in record.getMessage() and "simulated" in record.getMessage()
-    expected = twin(reasoner).generate([image], ["the red cup"])[0]
+    expected = reasoner.twin().generate([image], ["the red cup"])[0]
     assert (got.text, got.num_tokens) == (expected.text, expected.num_tokens)
 
 
@@ -352,7 +338,7 @@ def test_the_compiled_decode_gives_the_eager_tokens(tiny_random_qwen_dir):
     from torch._dynamo.utils import counters
 
     eager = load(tiny_random_qwen_dir, prefix_cache_size=0)
-    compiled = twin(eager, compile=True)
+    compiled = eager.twin(compile=True)
     graphs = counters["stats"]["unique_graphs"]
     for image, query in [(frame(15), "the red cup"), (frame(16), "a much longer query, please")]:
         want = eager.generate([image], [query], min_new_tokens=NEW_TOKENS)[0]
