@@ -33,6 +33,7 @@ from segzero_model.reply import (
     normalise_json,
     object_spans,
     released_first_object,
+    released_object_text,
     short_repr,
 )
 
@@ -372,10 +373,9 @@ def _strict_problem(text: str, high: int) -> None:
     if trailing.strip():
         raise AnswerFormatError(f"strict: text after </answer>: {_quote(trailing.strip())}")
     # The rewards read the first {...} of the whole reply with json.loads, as released.
-    match = re.search(r"\{[^}]+\}", text)
-    if match is None:
+    span = released_object_text(text)
+    if span is None:
         raise AnswerFormatError(f"strict: no {{...}} object in the reply: {_quote(content)}")
-    span = match.group(0)
     try:
         obj = json.loads(span)
     except (ValueError, RecursionError) as error:

@@ -56,6 +56,7 @@ __all__ = [
     "normalise_json",
     "object_spans",
     "released_first_object",
+    "released_object_text",
     "reply_object",
     "short_repr",
     "sized_list",
@@ -414,15 +415,22 @@ def check_decoding(decoding: object) -> str:
     return decoding
 
 
-def released_first_object(text: str) -> dict | None:
-    """The released rewards' reading of a reply: the first ``{[^}]+}`` anywhere in it (the
-    thinking included), decoded by ``json.loads`` (which accepts NaN and Infinity); None when
-    there is none or ``json.loads`` raises (single quotes, a trailing comma, True/None)."""
+def released_object_text(text: str) -> str | None:
+    """The text the released rewards decode: the first ``{[^}]+}`` anywhere in the reply (the
+    thinking included), or None."""
     match = _RELEASED_OBJECT.search(text)
-    if match is None:
+    return None if match is None else match.group(0)
+
+
+def released_first_object(text: str) -> dict | None:
+    """The released rewards' reading of a reply: `released_object_text` decoded by
+    ``json.loads`` (which accepts NaN and Infinity); None when there is none or ``json.loads``
+    raises (single quotes, a trailing comma, True/None)."""
+    span = released_object_text(text)
+    if span is None:
         return None
     try:
-        value = json.loads(match.group(0))
+        value = json.loads(span)
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
