@@ -161,16 +161,7 @@ def model_and_data_problems(args: SegZeroArguments, config: GRPOConfig) -> list[
     """Checks that load the model's config and processor and the dataset (not the weights):
     the model family must answer in a form the rewards read, its image size one the processor
     keeps, the data in that size and form."""
-    from segzero_model.geometry import REASONING_SIZE
-
-    family, processor, problems = preflight.model_family_problems(args, "grpo")
-    size = family.image_size if family is not None else REASONING_SIZE
-    problems += preflight.dataset_problems(
-        args.dataset_path,
-        args.dataset_split,
-        image_size=size,
-        answer=family.answer if family is not None else "single",
-    )
+    family, processor, size, problems = preflight.family_and_data_problems(args, "grpo")
     if problems:
         return problems
     from transformers import AutoConfig

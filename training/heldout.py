@@ -145,22 +145,15 @@ def open_heldout(name: str | os.PathLike, split: str = "test") -> HeldOut:
         FileNotFoundError / OSError: not found (or a hub id that cannot be reached).
         ValueError: no such split, a file instead of a directory, or columns of no layout.
     """
-    from datasets import DatasetDict, load_dataset, load_from_disk
+    from datasets import load_dataset
+
+    from segzero_training.prepare_data import folder_samples, load_saved_split
 
     path = Path(name).expanduser()
     if path.is_dir() and not (path / "dataset_dict.json").exists() and _is_folder(path):
-        from segzero_training.prepare_data import folder_samples
-
         return HeldOut(folder_samples(path), "folder", str(path))
     if path.is_dir():
-        try:
-            dataset = load_from_disk(str(path))
-        except FileNotFoundError as error:
-            raise ValueError(f"{path} is not a dataset saved with save_to_disk: {error}") from error
-        if isinstance(dataset, DatasetDict):
-            if split not in dataset:
-                raise ValueError(f"{path} has no split {split!r}; splits: {sorted(dataset)}")
-            dataset = dataset[split]
+        dataset = load_saved_split(path, split)
     elif path.exists():
         raise ValueError(f"{path} is a file; expected a dataset directory, a folder or a hub id")
     else:

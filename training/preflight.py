@@ -107,6 +107,21 @@ def model_family_problems(args, method: str) -> tuple[object, object, list[str]]
     return family, processor, problems + image_size_problems(processor, family.image_size)
 
 
+def family_and_data_problems(args, method: str) -> tuple[object, object, int, list[str]]:
+    """``(family, processor, image size, problems)`` of what GRPO and SFT both check:
+    `model_family_problems`, then `dataset_problems` at the family's image size and answer
+    form (Seg-Zero's when the family is not reached)."""
+    family, processor, problems = model_family_problems(args, method)
+    size = family.image_size if family is not None else REASONING_SIZE
+    problems += dataset_problems(
+        args.dataset_path,
+        args.dataset_split,
+        image_size=size,
+        answer=family.answer if family is not None else "single",
+    )
+    return family, processor, size, problems
+
+
 def image_size_problems(processor, image_size: int) -> list[str]:
     """The processor must keep the family's square image as it is (`families.check_image_size`),
     else the answer's frame is not the image the model saw."""

@@ -74,9 +74,14 @@ from segzero_model.errors import ImageLoadError
 from segzero_model.geometry import REASONING_SIZE, to_frame_xy
 from segzero_model.targets import (
     EmptyMaskError,
+    ObjectTruth,
     Target,
+    format_objects_solution,
     format_solution,
+    is_objects_solution,
     mask_to_target,
+    parse_objects_solution,
+    parse_solution,
 )
 
 logger = logging.getLogger(__name__)
@@ -469,19 +474,11 @@ def build_dataset(
 def resized_solution(solution: object, scale: float, size: int) -> str:
     """`solution` (Seg-Zero's one object or VisionReasoner's list) with every coordinate
     multiplied by `scale`, rounded half up and clamped into the `size` frame."""
-    from segzero_model.targets import (
-        ObjectTruth,
-        format_objects_solution,
-        is_objects_solution,
-        parse_solution,
-    )
 
     def xy(x: float, y: float) -> tuple[int, int]:
         return frame_coordinate(x * scale, size), frame_coordinate(y * scale, size)
 
     if is_objects_solution(solution):
-        from segzero_model.targets import parse_objects_solution
-
         return format_objects_solution(
             [
                 ObjectTruth((*xy(*o.bbox[:2]), *xy(*o.bbox[2:])), xy(*o.point))
@@ -546,6 +543,22 @@ def resize_dataset(
     return rows
 
 
+def load_saved_split(path: Path, split: str):
+    """The `split` of a directory written by ``save_to_disk`` (a saved `Dataset` is used as it
+    is). ValueError when it is no saved dataset or has no such split."""
+    from datasets import DatasetDict, load_from_disk
+
+    try:
+        loaded = load_from_disk(str(path))
+    except FileNotFoundError as error:
+        raise ValueError(f"{path} is not a dataset saved with save_to_disk: {error}") from error
+    if isinstance(loaded, DatasetDict):
+        if split not in loaded:
+            raise ValueError(f"{path} has no split {split!r}; splits: {sorted(loaded)}")
+        loaded = loaded[split]
+    return loaded
+
+
 def load_training_dataset(path: str | os.PathLike, split: str = "train"):
     """Load training data saved with `save_to_disk` (the released ones or `build_dataset`'s).
 
@@ -556,21 +569,12 @@ def load_training_dataset(path: str | os.PathLike, split: str = "train"):
         ValueError: not a saved dataset, no such split, or a column of `COLUMNS` is missing or
             its first `solution` does not parse.
     """
-    from datasets import DatasetDict, Image, load_from_disk
-
-    from segzero_model.targets import parse_objects_solution
+    from datasets import Image
 
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"training dataset directory not found: {path}")
-    try:
-        loaded = load_from_disk(str(path))
-    except FileNotFoundError as error:
-        raise ValueError(f"{path} is not a dataset saved with save_to_disk: {error}") from error
-    if isinstance(loaded, DatasetDict):
-        if split not in loaded:
-            raise ValueError(f"{path} has no split {split!r}; splits: {sorted(loaded)}")
-        loaded = loaded[split]
+    loaded = load_saved_split(path, split)
     missing = [column for column in COLUMNS if column not in loaded.column_names]
     if missing:
         raise ValueError(
