@@ -16,7 +16,12 @@ from segzero_model.prompt import RECIPE_FILE
 from segzero_model.rewards import OBJECT_REWARDS
 from segzero_model.targets import parse_objects_solution, parse_solution
 from segzero_training import grpo, preflight, sft
-from segzero_training.conversation import grpo_dataset, sft_dataset, training_messages
+from segzero_training.conversation import (
+    family_solution,
+    grpo_dataset,
+    sft_dataset,
+    training_messages,
+)
 from segzero_training.prepare_data import load_training_dataset
 from segzero_training.prepare_data import main as prepare_data
 from segzero_training.recipe import RecipeError
@@ -86,6 +91,10 @@ def test_a_list_family_trains_on_its_frame_and_prompt(data_896, list_data):
     (truth,) = parse_objects_solution(grpo_rows[0]["solution"])
     assert truth.bbox == tuple(float(int(v * 1000 / 896 + 0.5)) for v in stored[0].bbox)
     assert grpo_rows[0]["image_size"] == 1000
+    tie = '[{"bbox_2d": [0.448, 0, 896, 896], "point_2d": [2.24, 448]}]'  # 0.5 and 2.5 in 0..1000
+    assert family_solution(tie, QWEN3) == (
+        '[{"bbox_2d": [1, 0, 1000, 1000], "point_2d": [3, 500]}]'
+    )  # half up, not Python's half to even
     text = grpo_rows[0]["prompt"][0]["content"][1]["text"]
     assert text == QWEN3.prompt(rows[0]["problem"]) and "<think>" in text
 

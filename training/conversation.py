@@ -22,6 +22,7 @@ Adding columns with `Dataset.map` keeps the stored images as they are (no decode
 from __future__ import annotations
 
 import json
+import math
 
 from segzero_model.prompt import build_messages, build_prompt
 from segzero_model.reply import STRICT_KEYS
@@ -57,9 +58,13 @@ def family_solution(solution: object, family) -> str:
     the family's image size; a single object or a list) as `format_objects_solution`'s JSON
     list in the family's answer frame, rounded half up."""
     scale = family.frame_width / family.image_size
+
+    def scaled(values) -> tuple:  # half up, as VisionReasoner's data is written (int(v + 0.5))
+        return tuple(math.floor(v * scale + 0.5) for v in values)
+
     return format_objects_solution(
         [
-            ObjectTruth(tuple(v * scale for v in truth.bbox), tuple(v * scale for v in truth.point))
+            ObjectTruth(scaled(truth.bbox), scaled(truth.point))
             for truth in parse_objects_solution(solution)
         ]
     )
