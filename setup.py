@@ -37,13 +37,13 @@ setup(
         "qwen-vl-utils>=0.0.10",
         "sam2>=1.1.0",
         "huggingface-hub>=0.26",
-        # the remote reasoner's HTTP client (segzero_model/remote_reasoner.py)
+        # the remote reasoner's HTTP client (segzero_model/reasoning/remote.py)
         "httpx2>=2.16",
         "filelock>=3.12",
     ],
     extras_require={
         # transformers[serving]: `transformers serve`, the real server the remote reasoner is
-        # tested against (tests/test_remote_reasoner.py)
+        # tested against (tests/model/reasoning/test_remote_reasoner.py)
         "test": [
             "pytest>=8",
             "pytest-xdist>=3.6",

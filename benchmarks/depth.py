@@ -1,8 +1,8 @@
 """Cost of the 3D stage: `locate_object` on a `RawDepth` per frame (as the node runs it), on the
 CPU.
 
-    python benchmarks/depth.py                     # 640x480 and 1280x720, 200 repeats each
-    python benchmarks/depth.py --repeats 20 --sizes 320x240
+    python -m benchmarks.depth                     # 640x480 and 1280x720, 200 repeats each
+    python -m benchmarks.depth --repeats 20 --sizes 320x240
 
 For each size: a synthetic 16UC1 frame (a wall at 1.5 m, an elliptical object at 0.7 m covering
 about 10% of the frame, 2 mm noise, 1% of pixels missing) and that object's mask, aligned to
@@ -21,9 +21,9 @@ import sys
 import time
 
 import numpy as np
-from provenance import git_commit, publish
 
-from segzero_model.depth import Intrinsics, RawDepth, depth_to_metres, locate_object
+from benchmarks.provenance import git_commit, publish
+from segzero_model.spatial.depth import Intrinsics, RawDepth, depth_to_metres, locate_object
 
 MASK_FRACTION = 0.10
 
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         "results": [measure(*parse_size(size), args.repeats) for size in args.sizes],
         "repeats": args.repeats,
         "target_ms_median": 2.0,
-        "command": " ".join(["python", "benchmarks/depth.py", *(argv or sys.argv[1:])]),
+        "command": " ".join(["python", "-m", "benchmarks.depth", *(argv or sys.argv[1:])]),
         "git_commit": git_commit(),
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -59,20 +59,20 @@ step() {
 if [ "$smoke" = 1 ]; then
   device=cpu
   tiny=(--new-tokens 4 --width 64 --height 48)
-  step pipeline_tiny 300 "$python" benchmarks/pipeline.py --arch tiny --device cpu --repeats 1 "${tiny[@]}"
-  step prefix_tiny 300 "$python" benchmarks/prefix_reuse.py --arch tiny --device cpu --frames 1 --queries 2 "${tiny[@]}"
-  step sam2_tiny 300 "$python" benchmarks/sam2_embedding.py --config sam2.1_hiera_t --device cpu --repeats 1 --width 64 --height 48 --no-compile
-  step tracking 300 "$python" benchmarks/tracking.py --device cpu --frames 3 --pipeline-frames 1 --width 64 --height 48
-  step remote 300 "$python" benchmarks/remote_overhead.py --device cpu --queries 2 --new-tokens 8
+  step pipeline_tiny 300 "$python" -m benchmarks.pipeline --arch tiny --device cpu --repeats 1 "${tiny[@]}"
+  step prefix_tiny 300 "$python" -m benchmarks.prefix_reuse --arch tiny --device cpu --frames 1 --queries 2 "${tiny[@]}"
+  step sam2_tiny 300 "$python" -m benchmarks.sam2_embedding --config sam2.1_hiera_t --device cpu --repeats 1 --width 64 --height 48 --no-compile
+  step tracking 300 "$python" -m benchmarks.tracking --device cpu --frames 3 --pipeline-frames 1 --width 64 --height 48
+  step remote 300 "$python" -m benchmarks.remote_overhead --device cpu --queries 2 --new-tokens 8
 else
   device=cuda
-  step pipeline_3b 90 "$python" benchmarks/pipeline.py --arch 3b --device cuda --new-tokens 128 --repeats 3 --compile
-  step pipeline_7b 120 "$python" benchmarks/pipeline.py --arch 7b --device cuda --new-tokens 128 --repeats 3 --compile
-  step prefix_3b 35 "$python" benchmarks/prefix_reuse.py --arch 3b --device cuda --frames 3 --new-tokens 32
-  step prefix_7b 50 "$python" benchmarks/prefix_reuse.py --arch 7b --device cuda --frames 3 --new-tokens 32
-  step sam2_large 55 "$python" benchmarks/sam2_embedding.py --config sam2.1_hiera_l --device cuda
-  step tracking 35 "$python" benchmarks/tracking.py --sam2-config sam2.1_hiera_l --device cuda --frames 200 --pipeline-frames 3
-  step remote 35 "$python" benchmarks/remote_overhead.py --device cuda --queries 5 --new-tokens 32
+  step pipeline_3b 90 "$python" -m benchmarks.pipeline --arch 3b --device cuda --new-tokens 128 --repeats 3 --compile
+  step pipeline_7b 120 "$python" -m benchmarks.pipeline --arch 7b --device cuda --new-tokens 128 --repeats 3 --compile
+  step prefix_3b 35 "$python" -m benchmarks.prefix_reuse --arch 3b --device cuda --frames 3 --new-tokens 32
+  step prefix_7b 50 "$python" -m benchmarks.prefix_reuse --arch 7b --device cuda --frames 3 --new-tokens 32
+  step sam2_large 55 "$python" -m benchmarks.sam2_embedding --config sam2.1_hiera_l --device cuda
+  step tracking 35 "$python" -m benchmarks.tracking --sam2-config sam2.1_hiera_l --device cuda --frames 200 --pipeline-frames 3
+  step remote 35 "$python" -m benchmarks.remote_overhead --device cuda --queries 5 --new-tokens 32
 fi
 
 "$python" - "$work" "$output" "$device" "$smoke" "${steps[@]}" <<'EOF'

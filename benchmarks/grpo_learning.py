@@ -1,8 +1,8 @@
 """Evidence that GRPO training learns, not only runs: the tiny model's mean reward rises.
 
-    python benchmarks/grpo_learning.py                      # about 6 minutes on a 2-core CPU
-    python benchmarks/grpo_learning.py --steps 40 --output-dir /tmp/grpo_learning
-    python benchmarks/grpo_learning.py --learning-rate 0    # control: same run, no updates
+    python -m benchmarks.grpo_learning                      # about 6 minutes on a 2-core CPU
+    python -m benchmarks.grpo_learning --steps 40 --output-dir /tmp/grpo_learning
+    python -m benchmarks.grpo_learning --learning-rate 0    # control: same run, no updates
 
 GRPO learns only from differences between the samples of one prompt: a group whose rewards are
 all equal has zero advantage. The built-in tiny reasoner was trained to repeat one answer, so
@@ -93,7 +93,7 @@ def teach_guessing(model, processor, row: dict, *, steps: int, batch: int, seed:
     import torch
     from transformers import DynamicCache
 
-    from segzero_model.prompt import build_messages
+    from segzero_model.reasoning.prompts import build_messages
 
     rng = random.Random(seed)
     tokenizer = processor.tokenizer

@@ -1,9 +1,9 @@
 """GRPO throughput: completions per second per optimizer step (sampling, rewards, the policy
 update), through training/grpo.py's own trainer; one JSON object.
 
-    python benchmarks/grpo_throughput.py                           # tiny Qwen2.5-VL, CPU
-    python benchmarks/grpo_throughput.py --arch 3b --device cuda --steps 3
-    python benchmarks/grpo_throughput.py --arch 3b --device cuda --use-vllm   # vLLM colocated
+    python -m benchmarks.grpo_throughput                           # tiny Qwen2.5-VL, CPU
+    python -m benchmarks.grpo_throughput --arch 3b --device cuda --steps 3
+    python -m benchmarks.grpo_throughput --arch 3b --device cuda --use-vllm   # vLLM colocated
 
 Each step samples `--prompts` prompts x `--generations` completions of exactly
 `--completion-tokens` tokens at most (random weights rarely stop early) from synthetic scenes
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import provenance  # benchmarks/ (the script's folder) is on the path
+from benchmarks import provenance
 
 
 def write_base_model(arch: str, layers: int | None, scratch: Path, device: str) -> Path:

@@ -1,8 +1,8 @@
 """Per-stage latency of the Seg-Zero pipeline, printed as one JSON object.
 
-    python benchmarks/pipeline.py                      # tiny checkpoints (CPU or GPU)
-    python benchmarks/pipeline.py --arch 3b --device cuda --new-tokens 256
-    python benchmarks/pipeline.py --arch 3b --layers 2 --new-tokens 4   # a quick CPU check
+    python -m benchmarks.pipeline                      # tiny checkpoints (CPU or GPU)
+    python -m benchmarks.pipeline --arch 3b --device cuda --new-tokens 256
+    python -m benchmarks.pipeline --arch 3b --layers 2 --new-tokens 4   # a quick CPU check
 
 `--arch tiny` uses the built-in tiny checkpoints. `--arch 3b` / `--arch 7b` build the released
 Qwen2.5-VL-3B / -7B architectures (`segzero_model.tiny.real_size`; the released Seg-Zero models
@@ -33,10 +33,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from provenance import publish
 
-from segzero_model.reasoner import Reasoner
-from segzero_model.segmenter import Segmenter
+from benchmarks.provenance import publish
+from segzero_model.reasoning.local import Reasoner
+from segzero_model.segmentation.segmenter import Segmenter
 from segzero_model.tiny.real_size import ARCHES, write_real_size_reasoner
 
 SAM2_LARGE_CONFIG = "configs/sam2.1/sam2.1_hiera_l.yaml"

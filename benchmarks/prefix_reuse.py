@@ -2,9 +2,9 @@
 follow-up queries, with and without reuse, and whether the answers are the same; one JSON
 object.
 
-    python benchmarks/prefix_reuse.py                        # random tiny Qwen2.5-VL
-    python benchmarks/prefix_reuse.py --arch tiny-qwen3      # random tiny Qwen3-VL
-    python benchmarks/prefix_reuse.py --arch 7b --device cuda --new-tokens 32
+    python -m benchmarks.prefix_reuse                        # random tiny Qwen2.5-VL
+    python -m benchmarks.prefix_reuse --arch tiny-qwen3      # random tiny Qwen3-VL
+    python -m benchmarks.prefix_reuse --arch 7b --device cuda --new-tokens 32
 
 Target (issue 12): a follow-up query's vision + prefill at most 20% of the first query's, with
 the answers of generation without reuse. The reasoners have random weights, so their greedy
@@ -33,10 +33,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from pipeline import describe_device, synchronize, timed
-from provenance import git_commit, publish
 
-from segzero_model.reasoner import Reasoner
+from benchmarks.pipeline import describe_device, synchronize, timed
+from benchmarks.provenance import git_commit, publish
+from segzero_model.reasoning.local import Reasoner
 
 TARGET_RATIO = 0.20
 QUERIES = (
@@ -178,7 +178,7 @@ def measure(argv: list[str] | None) -> dict:
             "hits": reusing.prefixes.hits,
             "misses": reusing.prefixes.misses,
         },
-        "command": " ".join(["python", "benchmarks/prefix_reuse.py", *(argv or sys.argv[1:])]),
+        "command": " ".join(["python", "-m", "benchmarks.prefix_reuse", *(argv or sys.argv[1:])]),
         "git_commit": git_commit(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

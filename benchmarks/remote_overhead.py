@@ -3,8 +3,8 @@ answers the same queries locally and through `transformers serve` on this machin
 both give the same tokens and the difference is the transfer (PNG encoding, HTTP, streaming) and
 the server's own overhead; one JSON object.
 
-    python benchmarks/remote_overhead.py                     # CPU
-    python benchmarks/remote_overhead.py --device cuda       # the server and the local model on it
+    python -m benchmarks.remote_overhead                     # CPU
+    python -m benchmarks.remote_overhead --device cuda       # the server and the local model on it
 
 The image is encoded losslessly (PNG) at the family's 840x840 frame, as the backend sends it;
 `png_bytes` and `png_encode_s` are that step alone. `overhead_s` is remote minus local time per
@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import provenance  # benchmarks/ (the script's folder) is on the path
-import transformers_server
+
+from benchmarks import provenance, transformers_server
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         parser.error(f"transformers serve needs {missing}: pip install 'transformers[serving]'")
 
-    from segzero_model.chat import png_data_url, reasoning_image
-    from segzero_model.reasoner import Reasoner
-    from segzero_model.remote_reasoner import RemoteReasoner
+    from segzero_model.reasoning.chat import png_data_url, reasoning_image
+    from segzero_model.reasoning.local import Reasoner
+    from segzero_model.reasoning.remote import RemoteReasoner
     from segzero_model.tiny.qwen import write_tiny_qwen
 
     rng = np.random.default_rng(0)

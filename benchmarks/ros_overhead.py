@@ -1,7 +1,7 @@
 """What the ROS layer adds to the model's time, with the tiny models on the CPU; prints JSON.
 
     source install/setup.bash
-    .venv/bin/python benchmarks/ros_overhead.py [--queries 100] [--camera-hz 30]
+    .venv/bin/python -m benchmarks.ros_overhead [--queries 100] [--camera-hz 30]
 
 - `query_overhead_ms`: time from publishing a std_msgs/String query to receiving its
   SegmentationResult, minus the pipeline's own time (the result's `total` timing). It covers

@@ -1,8 +1,8 @@
 """SAM2's image embedding (the image encoder, the segmenter's cost per new frame), eager and
 with `torch.compile` of the image encoder; one JSON object.
 
-    python benchmarks/sam2_embedding.py --device cuda                 # hiera-large, compiled too
-    python benchmarks/sam2_embedding.py --config sam2.1_hiera_t --no-compile   # a quick CPU run
+    python -m benchmarks.sam2_embedding --device cuda                 # hiera-large, compiled too
+    python -m benchmarks.sam2_embedding --config sam2.1_hiera_t --no-compile   # a quick CPU run
 
 The model is built from the sam2 package's config with random weights (nothing downloads) and
 loaded through `Segmenter.from_config`, as users can load a checkpoint; each timed call embeds a
@@ -18,8 +18,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import provenance  # benchmarks/ (the script's folder) is on the path
-from pipeline import describe_device, synchronize, timed, write_random_sam2
+
+from benchmarks import provenance
+from benchmarks.pipeline import describe_device, synchronize, timed, write_random_sam2
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from segzero_model.device import resolve_device
-    from segzero_model.segmenter import Segmenter
+    from segzero_model.segmentation.segmenter import Segmenter
 
     device = resolve_device(args.device)
     rng = np.random.default_rng(0)

@@ -1,7 +1,7 @@
 """SAM2 tracking between queries: per-frame cost against the full pipeline, and flat memory.
 
-    python benchmarks/tracking.py                                   # tiny models, CPU
-    python benchmarks/tracking.py --sam2-config sam2.1_hiera_l --device cuda
+    python -m benchmarks.tracking                                   # tiny models, CPU
+    python -m benchmarks.tracking --sam2-config sam2.1_hiera_l --device cuda
 
 One run, one synthetic clip (a square moving over noise, generated frame by frame at
 --width x --height). The full pipeline (reasoner + SAM2) answers "the red cup" on
@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pipeline import describe_device, synchronize
-from provenance import git_commit, publish
+
+from benchmarks.pipeline import describe_device, synchronize
+from benchmarks.provenance import git_commit, publish
 
 QUERY = "the red cup"
 RSS_CHECKPOINT = 100  # the frame whose memory the last frame's is compared with
@@ -62,8 +63,8 @@ def load_pipeline(sam2_config: str | None, device: str):
     import torch
 
     from segzero_model.pipeline import SegZeroPipeline
-    from segzero_model.reasoner import Reasoner
-    from segzero_model.segmenter import Segmenter, build_sam2_model
+    from segzero_model.reasoning.local import Reasoner
+    from segzero_model.segmentation.segmenter import Segmenter, build_sam2_model
     from segzero_model.tiny import ensure_tiny_models
 
     tiny_reasoner, tiny_segmenter = ensure_tiny_models()
@@ -95,8 +96,8 @@ def time_pipeline(pipeline, frames: int, width: int, height: int, device: str) -
 
 def track(pipeline, frames: int, width: int, height: int, device: str) -> dict:
     """Start a track from frame 0's answer and step it on frames 1..`frames`."""
-    from segzero_model.tracker import StreamingTracker
-    from segzero_model.tracking import LOST, TrackSession, TrackSettings
+    from segzero_model.segmentation.streaming_tracker import StreamingTracker
+    from segzero_model.segmentation.tracks import LOST, TrackSession, TrackSettings
 
     first = moving_square(0, width, height)
     result = pipeline.segment(first, QUERY)
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "benchmark": "tracking",
         "date": datetime.date.today().isoformat(),
-        "command": " ".join(["python", "benchmarks/tracking.py", *(argv or sys.argv[1:])]),
+        "command": " ".join(["python", "-m", "benchmarks.tracking", *(argv or sys.argv[1:])]),
         "git_commit": git_commit(),
         "device": describe_device(device),
         "torch": torch.__version__,

@@ -2,7 +2,7 @@
 JSON.
 
     source install/setup.bash
-    .venv/bin/python benchmarks/tracking_priority.py [--queries 10] [--seconds 5] [--camera-hz 30]
+    .venv/bin/python -m benchmarks.tracking_priority [--queries 10] [--seconds 5] [--camera-hz 30]
 
 Both processes use config/fastdds_large_frames.xml (`--dds-profile`): with Fast DDS's default
 transports most 640x480 frames never reach the node, and tracking would measure DDS losses.
@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from ros_overhead import image_msg, summary
+from benchmarks.ros_overhead import image_msg, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERY = "the red cup"  # the tiny reasoner answers it OK

@@ -17,19 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
-from segzero_model.depth import (
+from segzero_model.device import DeviceUnavailableError
+from segzero_model.errors import ImageLoadError, ModelNotFoundError
+from segzero_model.pipeline import DEFAULT_REASONING_MODEL, DEFAULT_SEGMENTATION_MODEL
+from segzero_model.reasoning.remote import DEFAULT_API_KEY_ENV, DEFAULT_TIMEOUT
+from segzero_model.result import Status
+from segzero_model.segmentation.tracks import TrackSettings
+from segzero_model.spatial.depth import (
     DepthError,
     Intrinsics,
     ObjectGeometry,
     depth_to_metres,
     locate_object,
 )
-from segzero_model.device import DeviceUnavailableError
-from segzero_model.errors import ImageLoadError, ModelNotFoundError
-from segzero_model.pipeline import DEFAULT_REASONING_MODEL, DEFAULT_SEGMENTATION_MODEL
-from segzero_model.remote_reasoner import DEFAULT_API_KEY_ENV, DEFAULT_TIMEOUT
-from segzero_model.result import Status
-from segzero_model.tracking import TrackSettings
 
 EXIT_FAILED_QUERY = 1
 EXIT_USAGE = 2
@@ -313,7 +313,7 @@ def _print_geometry(geometry: ObjectGeometry) -> None:
 
 
 def _track(args) -> int:
-    from segzero_model.track_video import TrackInputError, open_frames, track_video
+    from segzero_model.segmentation.video import TrackInputError, open_frames, track_video
 
     if args.max_new_tokens < 1:
         return _usage_error("--max-new-tokens must be at least 1")

@@ -18,16 +18,16 @@ from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
-from segzero_model.answer import (
+from segzero_model.errors import InvalidImageError
+from segzero_model.images import to_rgb8
+from segzero_model.reasoning.answer_parser import (
     AnswerFormatError,
     FoundTarget,
     extract_thinking,
     parse_answer,
     parse_objects,
 )
-from segzero_model.errors import InvalidImageError
-from segzero_model.geometry import scale_box, scale_xy
-from segzero_model.images import to_rgb8
+from segzero_model.reasoning.frames import scale_box, scale_xy
 from segzero_model.result import ObjectResult, SegmentationResult, Status
 
 logger = logging.getLogger(__name__)
@@ -93,12 +93,12 @@ class SegZeroPipeline:
         `reasoner.Reasoner`; a server caches prefixes itself): the frames whose prompt prefix is
         kept for further queries (None: the default, 0 with `compile`) and the compiled decode
         (CUDA), which cannot be combined with prefix reuse nor with `reasoning_url`."""
-        from segzero_model.segmenter import Segmenter
+        from segzero_model.segmentation.segmenter import Segmenter
 
         if reasoning_url and compile:
             raise ValueError("compile applies to a reasoning model loaded here, not reasoning_url")
         if reasoning_url:
-            from segzero_model.remote_reasoner import (
+            from segzero_model.reasoning.remote import (
                 DEFAULT_API_KEY_ENV,
                 DEFAULT_TIMEOUT,
                 RemoteReasoner,
@@ -115,7 +115,7 @@ class SegZeroPipeline:
                 ),
             )
         else:
-            from segzero_model.reasoner import Reasoner
+            from segzero_model.reasoning.local import Reasoner
 
             reasoner = Reasoner.from_pretrained(
                 reasoning_model,

@@ -25,7 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segzero_model.reply import DEFAULT_VARIANT, NUMBER, STRICT_KEYS, finite_numbers, short_repr
+from segzero_model.reasoning.reply_format import (
+    DEFAULT_VARIANT,
+    NUMBER,
+    STRICT_KEYS,
+    finite_numbers,
+    short_repr,
+)
 
 Box = tuple[float, float, float, float]
 Point = tuple[float, float]

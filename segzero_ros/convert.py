@@ -115,8 +115,9 @@ _DEPTH_ENCODINGS = {"16UC1": "u2", "mono16": "u2", "32FC1": "f4"}
 def depth_msg_to_array(msg) -> np.ndarray:
     """sensor_msgs/Image depth → HxW array as sent: uint16 for 16UC1/mono16 (units of the
     camera's depth scale), float32 for 32FC1 (metres); honours step and is_bigendian.
-    Raises `segzero_model.depth.DepthError` (BAD_DEPTH) for other encodings and bad sizes."""
-    from segzero_model.depth import DepthError, DepthStatus
+    Raises `segzero_model.spatial.depth.DepthError` (BAD_DEPTH) for other encodings and bad
+    sizes."""
+    from segzero_model.spatial.depth import DepthError, DepthStatus
 
     kind = _DEPTH_ENCODINGS.get(msg.encoding)
     if kind is None:

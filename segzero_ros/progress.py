@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from segzero_model.answer import extract_thinking
-from segzero_model.reply import ANSWER_CLOSE
+from segzero_model.reasoning.answer_parser import extract_thinking
+from segzero_model.reasoning.reply_format import ANSWER_CLOSE
 
 QUEUED, REASONING, SEGMENTING = "queued", "reasoning", "segmenting"
 _OPEN_TAG_AT_END = re.compile(r"<[^<>]*$")

@@ -1,6 +1,6 @@
 """The node's 3D stage: where an answered (or tracked) object is, from a depth camera.
 
-Contract (the geometry itself is `segzero_model.depth`'s; this module is the ROS glue):
+Contract (the geometry itself is `segzero_model.spatial.depth`'s; this module is the ROS glue):
 - Inputs, while the node is active and `use_depth` is true: the depth image, the colour
   CameraInfo and, with `depth_info_topic`, the depth camera's CameraInfo. Their callbacks only
   store (`DepthMatcher`: the newest few depth frames, the latest CameraInfo of each camera).
@@ -43,7 +43,7 @@ from rclpy.qos import (
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from visualization_msgs.msg import Marker, MarkerArray
 
-from segzero_model.depth import (
+from segzero_model.spatial.depth import (
     DepthError,
     DepthStatus,
     Intrinsics,

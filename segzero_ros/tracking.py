@@ -1,5 +1,6 @@
 """The node's tracking layer: after an OK answer, follow that object on every newer camera frame
-with SAM2's video memory (`segzero_model.tracking.TrackSession`; no reasoning), publish the
+with SAM2's video memory (`segzero_model.segmentation.tracks.TrackSession`; no reasoning), publish
+the
 union mask and a TrackingState per tracked frame, and stop tracks on request.
 
 Frames: the tracking loop (one thread, running while the node is active) takes the NEWEST camera
@@ -36,7 +37,13 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage
 
 from segzero_model.result import SegmentationResult, Status
-from segzero_model.tracking import LOST, TrackSession, TrackSettings, TrackStatus, union_mask
+from segzero_model.segmentation.tracks import (
+    LOST,
+    TrackSession,
+    TrackSettings,
+    TrackStatus,
+    union_mask,
+)
 from segzero_ros.action import Segment
 from segzero_ros.convert import (
     ImageConversionError,
@@ -210,7 +217,7 @@ class Tracking:
         return self._node.params.track
 
     def _new_session(self) -> TrackSession:
-        from segzero_model.tracker import StreamingTracker
+        from segzero_model.segmentation.streaming_tracker import StreamingTracker
 
         segmenter = self._node.pipeline.segmenter
         tracker = StreamingTracker(segmenter.model, device=segmenter.device)

@@ -103,14 +103,14 @@ def tiny_sam2_dir(tiny_model_dirs):
 
 @pytest.fixture(scope="session")
 def tiny_reasoner(tiny_qwen_dir):
-    from segzero_model.reasoner import Reasoner
+    from segzero_model.reasoning.local import Reasoner
 
     return Reasoner.from_pretrained(tiny_qwen_dir, device="cpu", max_new_tokens=128)
 
 
 @pytest.fixture(scope="session")
 def tiny_segmenter(tiny_sam2_dir):
-    from segzero_model.segmenter import Segmenter
+    from segzero_model.segmentation.segmenter import Segmenter
 
     return Segmenter.from_pretrained(tiny_sam2_dir, device="cpu")
 
@@ -133,9 +133,8 @@ def reasoning_server(tmp_path_factory):
     Yields its base URL (.../v1); started once per test process that asks for it, stopped at
     the end. Skips without the `transformers[serving]` extras (fails under
     SEGZERO_REQUIRE_ROS=1, i.e. scripts/test.sh, whose set-up installs them)."""
-    from benchmark_scripts import load_benchmark
+    from benchmarks import transformers_server as server
 
-    server = load_benchmark("transformers_server")
     missing = server.missing_serving_modules()
     if missing:
         message = f"transformers serve needs {missing}: pip install 'transformers[serving]'"

@@ -59,7 +59,7 @@ NODE_OVERRIDES = {
     "max_image_age": 0.0,  # frames are published once; the stale tests turn it on
     "queue_size": QUEUE_SIZE,
     "diagnostics_period": 0.2,
-    "track": False,  # answers start no track unless a test asks (tests/test_node_tracking.py)
+    "track": False,  # answers start no track unless a test asks (tests/ros/test_node_tracking.py)
 }
 
 

@@ -1,6 +1,7 @@
 """Training rows (the released ``refCOCOg_9k_840`` layout) as TRL conversational examples.
 
-GRPO and SFT both build their examples here, from `segzero_model.prompt.build_messages`, so a
+GRPO and SFT both build their examples here, from `segzero_model.reasoning.prompts.build_messages`,
+so a
 model is trained on exactly the chat the reasoner later sends it:
 
 - GRPO: ``prompt`` (the user turn: image + prompt text), ``image`` (the 840x840 image),
@@ -9,11 +10,11 @@ model is trained on exactly the chat the reasoner later sends it:
   ``<answer>{"bbox": [...], "points_1": [...], "points_2": [...]}</answer>``: the answer JSON in
   the format the strict rewards and the inference parser accept, and no reasoning.
 
-A model family (`segzero_model.families`) other than Seg-Zero's brings its own prompt text
+A model family (`segzero_model.reasoning.families`) other than Seg-Zero's brings its own prompt text
 (`training_messages`); Seg-Zero's keeps `build_messages` with the recipe's variant. A family
 that answers a list of objects gets its ``solution`` rewritten into that list, in its answer
 frame (`family_solution`: pixels of the family's image, or 0..1000 of it), which is what its
-rewards (`segzero_model.object_rewards`) read and its SFT target says; ``image_size`` is that
+rewards (`segzero_model.rewards.objects`) read and its SFT target says; ``image_size`` is that
 frame's side, which the rewards' thresholds scale with.
 
 Adding columns with `Dataset.map` keeps the stored images as they are (no decode, no re-encode).
@@ -24,8 +25,8 @@ from __future__ import annotations
 import json
 import math
 
-from segzero_model.prompt import build_messages, build_prompt
-from segzero_model.reply import STRICT_KEYS
+from segzero_model.reasoning.prompts import build_messages, build_prompt
+from segzero_model.reasoning.reply_format import STRICT_KEYS
 from segzero_model.targets import (
     ObjectTruth,
     format_objects_solution,

@@ -32,7 +32,8 @@ Written to ``--output-dir``:
   (row of the split), ``image_id``, ``ann_id``, ``iou``, ``intersection``, ``union``,
   ``failed`` and the pipeline's result (`SegmentationResult.to_json_dict`: status, reason,
   bbox and points in original pixels, score, reasoning, raw output, timings).
-The reasoning model is asked in its model family (`segzero_model.families`: prompt, image size,
+The reasoning model is asked in its model family (`segzero_model.reasoning.families`: prompt, image
+size,
 answer format and frame; ``--model-family``, default auto from the checkpoint), and a family
 that answers a list of objects is scored on the union of their masks.
 
@@ -76,7 +77,7 @@ from segzero_model.pipeline import (
     DEFAULT_REASONING_MODEL,
     DEFAULT_SEGMENTATION_MODEL,
 )
-from segzero_model.remote_reasoner import DEFAULT_API_KEY_ENV, DEFAULT_TIMEOUT
+from segzero_model.reasoning.remote import DEFAULT_API_KEY_ENV, DEFAULT_TIMEOUT
 
 logger = logging.getLogger(__name__)
 

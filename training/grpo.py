@@ -6,11 +6,13 @@
     python training/grpo.py --help                   # every key, with its help and default
     python training/grpo.py --config training/configs/smoke.yaml   # a 1-minute CPU run
 
-The model gets each training image (840x840) and the prompt of `segzero_model.prompt` (or of
-the recipe's ``model_family``, `segzero_model.families`, at its image size), samples
+The model gets each training image (840x840) and the prompt of `segzero_model.reasoning.prompts`
+(or of
+the recipe's ``model_family``, `segzero_model.reasoning.families`, at its image size), samples
 ``num_generations`` completions per prompt and is pushed towards the ones the rewards score
-higher: Seg-Zero's for one object (`segzero_model.rewards`), VisionReasoner's for a family that
-answers a list of objects (`segzero_model.object_rewards`, in the family's frame: pixels, or
+higher: Seg-Zero's for one object (`segzero_model.rewards.single_object`), VisionReasoner's for a
+family that
+answers a list of objects (`segzero_model.rewards.objects`, in the family's frame: pixels, or
 0..1000 for Qwen3-VL); SAM2 plays no part in training. Keys are the fields of
 `SegZeroArguments` (model, data and the paper's ablation switches) and of TRL's `GRPOConfig`,
 whose defaults here are the paper's (`SegZeroGRPOConfig`); ``key=value`` is accepted for
@@ -107,7 +109,7 @@ class SegZeroArguments(ModelDataArguments, ValidationArguments, LoraArguments):
     def reward_names(self) -> tuple[str, ...]:
         """Seg-Zero's recipe from the paper's switches, or VisionReasoner's rewards when the
         model family answers a list of objects."""
-        from segzero_model.rewards import object_recipe_rewards, recipe_rewards
+        from segzero_model.rewards.registry import object_recipe_rewards, recipe_rewards
 
         if self.family().answer == "list":
             return object_recipe_rewards(thinking=self.thinking)
@@ -166,7 +168,7 @@ def model_and_data_problems(args: SegZeroArguments, config: GRPOConfig) -> list[
         return problems
     from transformers import AutoConfig
 
-    from segzero_model.reasoner import resolve_checkpoint
+    from segzero_model.reasoning.local import resolve_checkpoint
     from segzero_training.conversation import training_messages
     from segzero_training.memory import memory_problems
 
@@ -215,8 +217,8 @@ def build_trainer(args: SegZeroArguments, config: GRPOConfig):
     from transformers import AutoProcessor
     from trl import GRPOTrainer
 
-    from segzero_model.reasoner import resolve_checkpoint
-    from segzero_model.rewards import get_reward_functions
+    from segzero_model.reasoning.local import resolve_checkpoint
+    from segzero_model.rewards.registry import get_reward_functions
     from segzero_training.conversation import grpo_dataset
     from segzero_training.prepare_data import load_training_dataset
 

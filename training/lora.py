@@ -242,7 +242,7 @@ def adapter_base(adapter_dir: str | Path) -> Path:
     ``base_model_name_or_path``, resolved as `segzero infer` resolves a model)."""
     from peft import PeftConfig
 
-    from segzero_model.reasoner import resolve_checkpoint
+    from segzero_model.reasoning.local import resolve_checkpoint
 
     return resolve_checkpoint(PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path)
 
@@ -258,7 +258,7 @@ def merge_adapter(
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
-    from segzero_model.reasoner import resolve_checkpoint
+    from segzero_model.reasoning.local import resolve_checkpoint
 
     base = resolve_checkpoint(str(base)) if base else adapter_base(adapter_dir)
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
@@ -272,7 +272,7 @@ def save_merged(trainer, output_dir: str | Path, args) -> Path:
     """The end of a LoRA run: the adapter in ``output_dir/adapter`` (with the processor), then
     (main process) the merged model and the processor in `output_dir`, so the run's result
     loads as a plain checkpoint (`merge_adapter`)."""
-    from segzero_model.reasoner import resolve_checkpoint
+    from segzero_model.reasoning.local import resolve_checkpoint
 
     output = Path(output_dir)
     adapter = output / ADAPTER_DIR
@@ -293,8 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     one (in the adapter's folder or the one above it)."""
     from transformers import AutoProcessor
 
-    from segzero_model.prompt import RECIPE_FILE
-    from segzero_model.reasoner import resolve_checkpoint
+    from segzero_model.reasoning.local import resolve_checkpoint
+    from segzero_model.reasoning.prompts import RECIPE_FILE
 
     parser = argparse.ArgumentParser(
         prog="lora.py", description="Merge a LoRA adapter into its base model (training/lora.py)."

@@ -14,11 +14,12 @@ import os
 import re
 from pathlib import Path
 
-from segzero_model.geometry import REASONING_SIZE
+from segzero_model.reasoning.frames import REASONING_SIZE
 
 QWEN_VL_TYPES = ("qwen2_5_vl", "qwen2_vl")
-# The answers the rewards and SFT targets read: one object in pixels (segzero_model.rewards),
-# a list of objects in pixels or 0..1000 (segzero_model.object_rewards).
+# The answers the rewards and SFT targets read: one object in pixels
+# (segzero_model.rewards.single_object),
+# a list of objects in pixels or 0..1000 (segzero_model.rewards.objects).
 TRAINABLE_ANSWERS = (("single", "absolute"), ("list", "absolute"), ("list", "relative_1000"))
 # Seg-Zero's ablation switches: defaults a list-answer family must keep (its rewards are
 # VisionReasoner's, which have no soft or box-only/points-only versions).
@@ -40,8 +41,8 @@ def model_problems(name: str, key: str = "model_name_or_path") -> list[str]:
     model type some family serves (`families.SUPPORTED_MODEL_TYPES`); `family_problems` then
     says whether its family can be trained."""
     from segzero_model.errors import ModelNotFoundError
-    from segzero_model.families import SUPPORTED_MODEL_TYPES
-    from segzero_model.reasoner import resolve_checkpoint
+    from segzero_model.reasoning.families import SUPPORTED_MODEL_TYPES
+    from segzero_model.reasoning.local import resolve_checkpoint
 
     try:
         path = resolve_checkpoint(name)
@@ -101,7 +102,7 @@ def model_family_problems(args, method: str) -> tuple[object, object, list[str]]
         return None, None, problems
     from transformers import AutoProcessor
 
-    from segzero_model.reasoner import resolve_checkpoint
+    from segzero_model.reasoning.local import resolve_checkpoint
 
     processor = AutoProcessor.from_pretrained(resolve_checkpoint(args.model_name_or_path))
     return family, processor, problems + image_size_problems(processor, family.image_size)
@@ -125,7 +126,7 @@ def family_and_data_problems(args, method: str) -> tuple[object, object, int, li
 def image_size_problems(processor, image_size: int) -> list[str]:
     """The processor must keep the family's square image as it is (`families.check_image_size`),
     else the answer's frame is not the image the model saw."""
-    from segzero_model.families import check_image_size
+    from segzero_model.reasoning.families import check_image_size
 
     try:
         check_image_size(processor, image_size)

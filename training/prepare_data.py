@@ -11,7 +11,7 @@ Each row is one referring expression and the answer the reasoning model should g
 
 Targets: `segzero_model.targets.mask_to_target` runs on the ORIGINAL mask (bbox of the extreme
 foreground pixels, centres of the two largest inscribed circles, all inclusive pixel indices);
-each coordinate is then mapped to the 840 frame by `segzero_model.geometry.to_frame_xy`
+each coordinate is then mapped to the 840 frame by `segzero_model.reasoning.frames.to_frame_xy`
 (x * 840 / width, y * 840 / height: the inverse of the mapping inference applies to answers),
 rounded half up to an integer and clamped to 0..839. So a target computed on the full-resolution
 mask is off by at most half a frame pixel, instead of inheriting the resize's blur.
@@ -39,7 +39,7 @@ a missing mask or text is skipped as "corrupt", a mask with no foreground pixel 
 skip is logged and the counts are printed at the end. ``--limit N`` stops once N rows are kept;
 ``--seed S`` shuffles the candidates first (so ``--limit`` takes a random subset).
 
-A model family of another image size (`segzero_model.families`: Qwen3-VL's 896) needs its
+A model family of another image size (`segzero_model.reasoning.families`: Qwen3-VL's 896) needs its
 images and solutions in that size: ``--image-size 896`` for a new dataset, or
 ``--resize DATASET --image-size 896`` to rewrite one already made (the released one included;
 its solutions, one object or VisionReasoner's list, are scaled and rounded half up).
@@ -71,7 +71,7 @@ from pathlib import Path
 import numpy as np
 
 from segzero_model.errors import ImageLoadError
-from segzero_model.geometry import REASONING_SIZE, to_frame_xy
+from segzero_model.reasoning.frames import REASONING_SIZE, to_frame_xy
 from segzero_model.targets import (
     EmptyMaskError,
     ObjectTruth,

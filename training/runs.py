@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from segzero_model.prompt import RECIPE_FILE
-from segzero_model.reply import DEFAULT_VARIANT, VARIANTS
+from segzero_model.reasoning.prompts import RECIPE_FILE
+from segzero_model.reasoning.reply_format import DEFAULT_VARIANT, VARIANTS
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +51,14 @@ class ModelDataArguments:
         default=DEFAULT_VARIANT,
         metadata={
             "help": "What the model answers (Table 2 ablation).",
-            "choices": list(VARIANTS),  # the one list: segzero_model.reply
+            "choices": list(VARIANTS),  # the one list: segzero_model.reasoning.reply_format
         },
     )
     model_family: str = field(
         default="auto",
         metadata={
-            "help": "Model family (segzero_model.families): the prompt, answer format and image "
+            "help": "Model family (segzero_model.reasoning.families): the prompt, answer format "
+            "and image "
             "size trained with; auto: the base model's (by its model_type and recipe), else "
             "seg_zero, vision_reasoner, qwen3_vl or a family .yaml file."
         },
@@ -80,11 +81,12 @@ class ModelDataArguments:
             self.model_name_or_path = str(ensure_tiny_models()[0])
 
     def family(self):
-        """The `segzero_model.families.Family` this run trains in: `model_family` for the base
+        """The `segzero_model.reasoning.families.Family` this run trains in: `model_family` for the
+        base
         model (ValueError naming the choices for an unknown family or one that does not serve
         the base model's type)."""
-        from segzero_model.families import family_for_checkpoint
-        from segzero_model.reasoner import resolve_checkpoint
+        from segzero_model.reasoning.families import family_for_checkpoint
+        from segzero_model.reasoning.local import resolve_checkpoint
 
         return family_for_checkpoint(resolve_checkpoint(self.model_name_or_path), self.model_family)
 

@@ -6,7 +6,7 @@
     python training/sft.py --help                   # every key, with its help and default
 
 The model sees each training image (840x840) with the no-thinking prompt of
-`segzero_model.prompt` and is taught, by cross-entropy on the answer tokens only (TRL's
+`segzero_model.reasoning.prompts` and is taught, by cross-entropy on the answer tokens only (TRL's
 `SFTTrainer`, completion-only loss), to reply with the ground truth as
 ``<answer>{"bbox": [...], "points_1": [...], "points_2": [...]}</answer>``: the output format of
 the GRPO model without the reasoning (`segzero_training.conversation.sft_dataset`); a model
@@ -133,7 +133,7 @@ def model_and_data_problems(args: SFTScriptArguments, config: SFTConfig) -> list
         return problems
     from transformers import AutoConfig
 
-    from segzero_model.reasoner import resolve_checkpoint
+    from segzero_model.reasoning.local import resolve_checkpoint
 
     path = resolve_checkpoint(args.model_name_or_path)
     example = load_sft_dataset(args, limit=1)[0]
@@ -190,7 +190,7 @@ def build_trainer(args: SFTScriptArguments, config: SFTConfig):
     from transformers import AutoProcessor
     from trl import SFTTrainer
 
-    from segzero_model.reasoner import resolve_checkpoint
+    from segzero_model.reasoning.local import resolve_checkpoint
 
     with config.main_process_first(desc="training data"):
         dataset = load_sft_dataset(args)

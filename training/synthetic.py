@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segzero_model.geometry import REASONING_SIZE
+from segzero_model.reasoning.frames import REASONING_SIZE
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 70, 220)}
 SHAPES = ("square", "disk")

@@ -85,7 +85,7 @@ def score_samples(
 ) -> list[ValidationTotals]:
     """One `ValidationTotals` per `HeldOutSample`, answered by `reasoner` in one greedy batch;
     through SAM2 too when a `segmenter` is given (masks scored where the samples have them)."""
-    from segzero_model.answer import AnswerFormatError, parse_objects
+    from segzero_model.reasoning.answer_parser import AnswerFormatError, parse_objects
 
     images = [s.image for s in samples]
     queries = [s.query for s in samples]
@@ -122,7 +122,7 @@ def score_samples(
 def run_family(args):
     """The family with the prompt the run trains with (Seg-Zero's variant, or the family's
     prompt without thinking), so validation asks what training asks."""
-    from segzero_model.prompt import build_prompt
+    from segzero_model.reasoning.prompts import build_prompt
 
     family = args.family()
     if getattr(family.prompt, "func", family.prompt) is build_prompt:
@@ -159,7 +159,7 @@ class Validation:
         if self.segmentation_model is None:
             return None
         if self._segmenter is None:
-            from segzero_model.segmenter import Segmenter
+            from segzero_model.segmentation.segmenter import Segmenter
 
             self._segmenter = Segmenter.from_pretrained(self.segmentation_model, device=device)
         return self._segmenter
@@ -174,7 +174,7 @@ class Validation:
         import torch
         from trl.models import unwrap_model_for_generation
 
-        from segzero_model.reasoner import Reasoner
+        from segzero_model.reasoning.local import Reasoner
 
         accelerator = trainer.accelerator
         indices = self.shard(accelerator.process_index, accelerator.num_processes)

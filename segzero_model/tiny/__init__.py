@@ -41,13 +41,13 @@ def default_cache_dir() -> Path:
 def builder_fingerprint() -> str:
     """A short hash of the tiny builders' source and of the prompt and reply format the tiny
     reasoner is taught on, so a cache built by other code is never used."""
-    import segzero_model.prompt
-    import segzero_model.reply
+    import segzero_model.reasoning.prompts
+    import segzero_model.reasoning.reply_format
 
     digest = hashlib.sha256()
     for name in _BUILDERS:
         digest.update((Path(__file__).parent / name).read_bytes())
-    for module in (segzero_model.prompt, segzero_model.reply):
+    for module in (segzero_model.reasoning.prompts, segzero_model.reasoning.reply_format):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:12]
 
@@ -86,12 +86,12 @@ def qwen3_vl_fingerprint() -> str:
     """A short hash of the tiny Qwen3-VL builder's source and of what it imports (the tiny
     Qwen2.5-VL tokenizer and training helpers, the prompt in its tokenizer corpus). Its own key,
     so adding it left `builder_fingerprint`, and the caches built under it, unchanged."""
-    import segzero_model.prompt
+    import segzero_model.reasoning.prompts
 
     digest = hashlib.sha256()
     for name in ("qwen3.py", "qwen.py"):
         digest.update((Path(__file__).parent / name).read_bytes())
-    digest.update(Path(segzero_model.prompt.__file__).read_bytes())
+    digest.update(Path(segzero_model.reasoning.prompts.__file__).read_bytes())
     return digest.hexdigest()[:12]
 
 

@@ -15,8 +15,8 @@ import os
 import time
 from pathlib import Path
 
-from segzero_model.geometry import REASONING_SIZE
-from segzero_model.prompt import build_prompt
+from segzero_model.reasoning.frames import REASONING_SIZE
+from segzero_model.reasoning.prompts import build_prompt
 
 logger = logging.getLogger(__name__)
 

@@ -236,8 +236,8 @@ def _teach_answers(model, processor, rng, max_steps: int) -> None:
         BaseModelOutputWithDeepstackFeatures,
     )
 
-    from segzero_model.families import qwen3_vl_prompt
-    from segzero_model.prompt import build_prompt
+    from segzero_model.reasoning.families import qwen3_vl_prompt
+    from segzero_model.reasoning.prompts import build_prompt
     from segzero_model.tiny.qwen import _greedy_holds, _random_query
 
     tokenizer = processor.tokenizer

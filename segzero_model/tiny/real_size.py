@@ -19,7 +19,7 @@ here: the values were transcribed from public copies of those files, which agree
   window 112, out_hidden_size 3584, full attention in blocks 7, 15, 23 and 31).
 
 At full depth they build 3.75 B and 8.29 B parameters, the sizes the hub lists for the two
-checkpoints (tests/test_real_size_arch.py checks both on the meta device), which also pins the
+checkpoints (tests/model/tiny/test_real_size.py checks both on the meta device), which also pins the
 3B's tied and the 7B's untied embeddings.
 
 `real_size_config` can cut the depth (text layers, vision blocks) so that a forward pass at the

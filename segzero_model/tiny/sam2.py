@@ -161,7 +161,7 @@ def write_tiny_sam2(directory: str | os.PathLike, *, seed: int = 0) -> Path:
     import torch
     from omegaconf import OmegaConf
 
-    from segzero_model.segmenter import build_sam2_model
+    from segzero_model.segmentation.segmenter import build_sam2_model
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,216 @@
+"""The benchmark scripts run and print what they promise (numbers are not checked here)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_pipeline_benchmark_prints_every_stage(tiny_cache):
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.pipeline",
+            "--repeats",
+            "1",
+            "--new-tokens",
+            "4",
+            "--device",
+            "cpu",
+            "--width",
+            "64",
+            "--height",
+            "48",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={"SEGZERO_CACHE": str(tiny_cache), "PATH": "/usr/bin:/bin"},
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+    assert report["generated_tokens"] == 4  # forced: exactly --new-tokens
+    for key in (
+        "load_reasoner_s",
+        "load_segmenter_s",
+        "vision_prefill_s_median",
+        "decode_tokens_per_s_median",
+        "sam2_embedding_s_median",
+        "sam2_decode_s_median",
+    ):
+        assert report[key] > 0, key
+
+
+@pytest.mark.slow
+def test_pipeline_benchmark_compares_the_compiled_decode(tiny_cache):
+    """--compile compiles on the CPU too (the test's ~20-40 s): the compiled numbers and the
+    eager tokens."""
+    argv = ["--repeats", "1", "--new-tokens", "4", "--device", "cpu", "--compile"]
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.pipeline", *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={"SEGZERO_CACHE": str(tiny_cache), "PATH": "/usr/bin:/bin"},
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+    for key in ("compile_warmup_s", "compiled_vision_prefill_s_median"):
+        assert report[key] > 0, key
+    assert report["compiled_decode_tokens_per_s_median"] > 0
+    assert report["compiled_tokens_match_eager"] is True
+    assert report["prefix_cache_size"] == 2
+
+
+def test_prefix_reuse_benchmark_reports_first_and_followup_queries():
+    argv = ["--frames", "1", "--queries", "2", "--new-tokens", "2", "--width", "64"]
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.prefix_reuse", *argv, "--height", "48"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+    for key in (
+        "first_query_vision_prefill_s_median",
+        "followup_vision_prefill_s_median",
+        "no_reuse_vision_prefill_s_median",
+        "followup_to_first_ratio",
+        "first_query_generate_s_median",
+        "followup_generate_s_median",
+    ):
+        assert report[key] > 0, key
+    assert report["answers_compared"] == 2 and report["answers_identical"] is True
+    # The warm-up frame and the measured one: each computed once, then reused once.
+    assert report["prefix_cache"] == {"size": 2, "hits": 2, "misses": 2}
+    assert report["command"].startswith("python -m benchmarks.prefix_reuse --frames 1")
+
+
+def test_tracking_benchmark_prints_latency_ratio_and_flat_memory(tiny_cache):
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.tracking",
+            "--frames",
+            "20",
+            "--pipeline-frames",
+            "1",
+            "--width",
+            "160",
+            "--height",
+            "120",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={"SEGZERO_CACHE": str(tiny_cache), "PATH": "/usr/bin:/bin"},
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+    assert report["tracked_frames"] == 20 and report["image"] == "160x120"
+    for key in (
+        "pipeline_ms_median",
+        "track_ms_median",
+        "track_ms_p95",
+        "track_to_pipeline_ratio",
+        "tracking_fps",
+        "track_ms_median_first_tenth",
+        "track_ms_median_last_tenth",
+        "rss_mib_at_checkpoint",
+        "rss_mib_at_last_frame",
+    ):
+        assert report[key] > 0, key
+    assert "rss_growth_mib" in report and report["rss_checkpoint_frame"] == 20
+    # 20 frames pass the tiny model's window: the stored frames stop at 1 + keep_frames.
+    assert report["stored_frames_per_track_last"] == report["keep_frames"] + 1
+    assert report["stored_frames_per_track_max"] == report["keep_frames"] + 1
+
+
+def test_depth_benchmark_prints_the_3d_stage_latency():
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.depth",
+            "--repeats",
+            "3",
+            "--sizes",
+            "320x240",
+            "640x480",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+    assert [r["size"] for r in report["results"]] == ["320x240", "640x480"]
+    for result in report["results"]:
+        assert result["status"] == "OK"
+        assert result["mask_fraction"] == pytest.approx(0.10, abs=0.01)
+        assert result["position_m"][2] == pytest.approx(0.7, abs=0.005)
+        for key in ("stage_ms", "locate_object_ms"):
+            assert 0 < result[key]["median"] <= result[key]["p95"], key
+    assert report["command"] == "python -m benchmarks.depth --repeats 3 --sizes 320x240 640x480"
+
+
+def test_the_gpu_suite_runs_every_step_reduced_on_the_cpu(tiny_cache, tmp_path):
+    """benchmarks/gpu_suite.sh --smoke: the suite a lent GPU runs, every step reduced, one JSON."""
+    import os
+
+    output = tmp_path / "suite.json"
+    env = dict(os.environ, PYTHON=sys.executable, SEGZERO_CACHE=str(tiny_cache))
+    completed = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), "--smoke", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["mode"] == "smoke" and report["git_commit"]
+    steps = report["steps"]
+    assert list(steps) == ["pipeline_tiny", "prefix_tiny", "sam2_tiny", "tracking", "remote"]
+    assert steps["pipeline_tiny"]["result"]["generated_tokens"] == 4
+    assert steps["sam2_tiny"]["result"]["eager_s_median"] > 0
+    assert steps["remote"]["result"]["same_answers"] == 2
+
+
+def test_grpo_throughput_reports_completions_per_second(tiny_cache):
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.grpo_throughput",
+            "--steps",
+            "1",
+            "--generations",
+            "2",
+            "--completion-tokens",
+            "8",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={"SEGZERO_CACHE": str(tiny_cache), "PATH": "/usr/bin:/bin"},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout)
+    assert report["completions_per_step"] == 2 and len(report["step_s"]) == 1
+    assert report["completions_per_s"] == pytest.approx(2 / report["step_s_median"], rel=0.01)

@@ -1,0 +1,33 @@
+"""The camera presets in config/ (realsense.yaml, zed.yaml): valid parameter files for the node
+(every name in the table, every value accepted), with depth on; and every `params_file:=config/...`
+the docs show names a file that exists."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from segzero_ros.params import load_params_file
+
+ROOT = Path(__file__).resolve().parents[2]
+PRESETS = ("realsense.yaml", "zed.yaml")
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_a_preset_is_a_valid_parameter_file_with_depth_on(name):
+    values = load_params_file(ROOT / "config" / name)
+    assert values["use_depth"] is True
+    for key in ("image_topic", "depth_topic", "camera_info_topic"):
+        assert values[key].startswith("/"), (key, values[key])  # the camera driver's names
+
+
+def test_every_params_file_the_docs_show_exists():
+    text = "\n".join(
+        path.read_text(encoding="utf-8") for path in (ROOT / "README.md", ROOT / "docs" / "ros.md")
+    )
+    shown = set(re.findall(r"params_file:=(config/[\w.]+)", text))
+    assert {f"config/{name}" for name in PRESETS} <= shown
+    for relative in shown:
+        assert (ROOT / relative).is_file(), relative
