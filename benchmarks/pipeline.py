@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.provenance import publish
+from segzero_model.config import add_pipeline_arguments
 from segzero_model.reasoning.local import Reasoner
 from segzero_model.segmentation.segmenter import Segmenter
 from segzero_model.tiny.real_size import ARCHES, write_real_size_reasoner
@@ -116,7 +117,7 @@ def main() -> None:
         type=int,
         help="real-size reasoner only: cut to this many text layers and vision blocks",
     )
-    parser.add_argument("--device", default="auto")
+    add_pipeline_arguments(parser, ("device",))
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1, help="queries per generate call")
@@ -124,7 +125,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     parser.add_argument("--compile", action="store_true", help="also measure compiled decoding")
-    parser.add_argument("--prefix-cache-size", type=int, help="the reasoner's (default: its own)")
+    add_pipeline_arguments(parser, ("prefix_cache_size",))
     args = parser.parse_args()
     if args.layers is not None and args.arch == "tiny":
         parser.error("--layers applies to --arch 3b or 7b")

@@ -36,6 +36,7 @@ import numpy as np
 
 from benchmarks.pipeline import describe_device, synchronize, timed
 from benchmarks.provenance import git_commit, publish
+from segzero_model.config import add_pipeline_arguments
 from segzero_model.reasoning.local import Reasoner
 
 TARGET_RATIO = 0.20
@@ -94,7 +95,7 @@ def measure(argv: list[str] | None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arch", choices=["tiny", "tiny-qwen3", *ARCHES], default="tiny")
     parser.add_argument("--layers", type=int, help="3b / 7b only: text layers and vision blocks")
-    parser.add_argument("--device", default="auto")
+    add_pipeline_arguments(parser, ("device",))
     parser.add_argument("--frames", type=int, default=5)
     parser.add_argument("--queries", type=int, default=4, help=f"per frame, 2..{len(QUERIES)}")
     parser.add_argument("--new-tokens", type=int, default=16)

@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import provenance, transformers_server
+from segzero_model.config import add_pipeline_arguments
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (server and local)")
+    add_pipeline_arguments(parser, ("device",), device="cpu")  # the server's and the local
     parser.add_argument("--queries", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--output", type=Path, help="also write the JSON here")

@@ -21,12 +21,13 @@ import numpy as np
 
 from benchmarks import provenance
 from benchmarks.pipeline import describe_device, synchronize, timed, write_random_sam2
+from segzero_model.config import add_pipeline_arguments
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="sam2.1_hiera_l", help="a sam2 package config name")
-    parser.add_argument("--device", default="auto")
+    add_pipeline_arguments(parser, ("device",))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)

@@ -32,6 +32,7 @@ import numpy as np
 
 from benchmarks.pipeline import describe_device, synchronize
 from benchmarks.provenance import git_commit, publish
+from segzero_model.config import add_pipeline_arguments
 
 QUERY = "the red cup"
 RSS_CHECKPOINT = 100  # the frame whose memory the last frame's is compared with
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         "--sam2-config",
         help="real-size SAM2 with random weights, e.g. sam2.1_hiera_l (default: the tiny SAM2)",
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    add_pipeline_arguments(parser, ("device",), device="cpu")
     parser.add_argument("--frames", type=int, default=1000, help="tracked frames after frame 0")
     parser.add_argument(
         "--pipeline-frames", type=int, default=5, help="frames the full pipeline answers"

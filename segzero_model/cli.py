@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from segzero_model.config import PipelineOptions, add_pipeline_arguments, options_from_args
 from segzero_model.device import DeviceUnavailableError
 from segzero_model.errors import ImageLoadError, ModelNotFoundError
-from segzero_model.pipeline import DEFAULT_REASONING_MODEL, DEFAULT_SEGMENTATION_MODEL
-from segzero_model.reasoning.remote import DEFAULT_API_KEY_ENV, DEFAULT_TIMEOUT
 from segzero_model.result import Status
 from segzero_model.segmentation.tracks import TrackSettings
 from segzero_model.spatial.depth import (
@@ -42,16 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer = commands.add_parser("infer", help="segment the object a text query describes")
     infer.add_argument("--image", required=True, type=Path, help="image file (PNG, JPEG, ...)")
     infer.add_argument("--query", required=True, help='what to segment, e.g. "the red cup"')
-    _add_model_options(infer)
-    infer.add_argument(
-        "--model-family",
-        default="auto",
-        metavar="NAME|auto|FILE.yaml",
-        help="how the reasoner is prompted and its answer read: auto (by the checkpoint's model "
-        "type and recipe), seg_zero, vision_reasoner, qwen3_vl, or a family .yaml file; with "
-        "--tiny, qwen3_vl uses the tiny Qwen3-VL (it answers two objects for a query with the "
-        'word "all", none for "unicorn", else one)',
-    )
+    add_pipeline_arguments(infer.add_argument_group("models"))
     infer.add_argument("--output", type=Path, help="write a PNG overlay (mask, box, points)")
     infer.add_argument("--json", type=Path, help="write the result as JSON")
     _add_depth_options(infer)
@@ -94,58 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.lost_frames,
         help=f"missed frames in a row that make the track LOST (default {defaults.lost_frames})",
     )
-    _add_model_options(track)
+    add_pipeline_arguments(track.add_argument_group("models"))
     _add_tiny_option(track)
 
     tiny = commands.add_parser("make-tiny", help="write the tiny offline checkpoints")
     tiny.add_argument("directory", type=Path, help="output directory (reasoner/, segmenter/)")
     return parser
-
-
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--reasoning-model",
-        default=None,
-        help=f"hub id or local directory (default {DEFAULT_REASONING_MODEL}); with "
-        "--reasoning-url the name the server serves the model under",
-    )
-    parser.add_argument(
-        "--reasoning-url",
-        default=None,
-        metavar="URL",
-        help="ask the reasoning model on an OpenAI-compatible server (vLLM, SGLang, "
-        "transformers serve) at this base URL, e.g. http://localhost:8000/v1, instead of "
-        "loading it here",
-    )
-    parser.add_argument(
-        "--reasoning-timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        metavar="S",
-        help="with --reasoning-url: seconds without data from the server (connecting, first "
-        f"token, between tokens) before the query fails (default {DEFAULT_TIMEOUT:g})",
-    )
-    parser.add_argument(
-        "--reasoning-api-key-env",
-        default=DEFAULT_API_KEY_ENV,
-        metavar="NAME",
-        help="with --reasoning-url: the environment variable holding the server's API key, "
-        f"sent when set (default {DEFAULT_API_KEY_ENV})",
-    )
-    parser.add_argument(
-        "--segmentation-model",
-        default=None,
-        help=f"SAM2 hub id, local directory or .pt file (default {DEFAULT_SEGMENTATION_MODEL})",
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--dtype", default=None, help="bfloat16, float16 or float32")
-    parser.add_argument("--max-new-tokens", type=int, default=1024)
-    parser.add_argument(
-        "--compile",
-        action="store_true",
-        help="decode with a static KV cache and torch.compile (CUDA; the first queries wait for "
-        "the compilation; not with --reasoning-url)",
-    )
 
 
 def _add_depth_options(parser: argparse.ArgumentParser) -> None:
@@ -174,7 +118,9 @@ def _add_tiny_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tiny",
         action="store_true",
-        help="use the built-in tiny random models (offline demo; output is meaningless)",
+        help="use the built-in tiny random models of --model-family (offline demo; output is "
+        "meaningless; qwen3_vl: the tiny Qwen3-VL, two objects for a query with the word "
+        '"all", none for "unicorn", else one)',
     )
 
 
@@ -375,50 +321,42 @@ def _print_track_summary(run) -> None:
     print(f"wrote {run.overlay}")
 
 
-def _model_names(args) -> tuple[str, str]:
+def _pipeline_options(args) -> PipelineOptions:
+    """The options the command line names; with --tiny, the family's tiny models in their
+    place (said on stderr, as is a model option that --tiny overrides)."""
+    options = options_from_args(args)
     if not args.tiny:
-        return (
-            args.reasoning_model or DEFAULT_REASONING_MODEL,
-            args.segmentation_model or DEFAULT_SEGMENTATION_MODEL,
-        )
-    from segzero_model.tiny import TINY_WARNING, ensure_tiny_models, ensure_tiny_qwen3_vl
+        return options
+    from segzero_model.tiny import TINY_WARNING
 
     print(TINY_WARNING, file=sys.stderr)
-    if args.reasoning_model or args.segmentation_model:
+    named, defaults = options, PipelineOptions()
+    if (named.reasoning_model, named.segmentation_model) != (
+        defaults.reasoning_model,
+        defaults.segmentation_model,
+    ):
         print("note: --tiny replaces --reasoning-model / --segmentation-model", file=sys.stderr)
-    reasoner, segmenter = ensure_tiny_models()
-    if getattr(args, "model_family", "auto") == "qwen3_vl":
-        reasoner = ensure_tiny_qwen3_vl()
-    return str(reasoner), str(segmenter)
+    return options.with_tiny_models()
 
 
 def _open_pipeline(args):
-    """The pipeline the options name, its reasoner in `--model-family`'s family (`auto` when
-    the command has no such option); None after saying why it cannot load."""
+    """The pipeline the options name; None after saying why it cannot load."""
     from segzero_model.pipeline import SegZeroPipeline
 
-    reasoning_model, segmentation_model = _model_names(args)
-    if args.reasoning_url:
+    options = _pipeline_options(args)
+    if options.reasoning_url:
         print(
-            f"loading {segmentation_model}; reasoning by {reasoning_model} at "
-            f"{args.reasoning_url} ...",
+            f"loading {options.segmentation_model}; reasoning by {options.reasoning_model} at "
+            f"{options.reasoning_url} ...",
             file=sys.stderr,
         )
     else:
-        print(f"loading {reasoning_model} and {segmentation_model} ...", file=sys.stderr)
-    try:
-        return SegZeroPipeline.from_pretrained(
-            reasoning_model,
-            segmentation_model,
-            device=args.device,
-            dtype=args.dtype,
-            max_new_tokens=args.max_new_tokens,
-            model_family=getattr(args, "model_family", "auto"),
-            compile=args.compile,
-            reasoning_url=args.reasoning_url,
-            reasoning_timeout=args.reasoning_timeout,
-            reasoning_api_key_env=args.reasoning_api_key_env,
+        print(
+            f"loading {options.reasoning_model} and {options.segmentation_model} ...",
+            file=sys.stderr,
         )
+    try:
+        return SegZeroPipeline.from_options(options)
     except DeviceUnavailableError as error:
         _usage_error(error.advice("--device cpu"))
     except (ModelNotFoundError, ValueError) as error:

@@ -18,6 +18,14 @@ from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
+from segzero_model.config import (
+    DEFAULT_API_KEY_ENV,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_REASONING_MODEL,
+    DEFAULT_SEGMENTATION_MODEL,
+    DEFAULT_TIMEOUT,
+    PipelineOptions,
+)
 from segzero_model.errors import InvalidImageError
 from segzero_model.images import to_rgb8
 from segzero_model.reasoning.answer_parser import (
@@ -32,8 +40,6 @@ from segzero_model.result import ObjectResult, SegmentationResult, Status
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_REASONING_MODEL = "Ricky06662/Seg-Zero-7B"
-DEFAULT_SEGMENTATION_MODEL = "facebook/sam2.1-hiera-large"
 MAX_QUERY_CHARS = 2000
 
 
@@ -70,7 +76,7 @@ class SegZeroPipeline:
         *,
         device: str = "auto",
         dtype: str | None = None,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         max_query_chars: int = MAX_QUERY_CHARS,
         model_family: str = "auto",
         reasoning_url: str | None = None,
@@ -98,11 +104,7 @@ class SegZeroPipeline:
         if reasoning_url and compile:
             raise ValueError("compile applies to a reasoning model loaded here, not reasoning_url")
         if reasoning_url:
-            from segzero_model.reasoning.remote import (
-                DEFAULT_API_KEY_ENV,
-                DEFAULT_TIMEOUT,
-                RemoteReasoner,
-            )
+            from segzero_model.reasoning.remote import RemoteReasoner
 
             reasoner = RemoteReasoner.from_url(
                 reasoning_url,
@@ -132,6 +134,27 @@ class SegZeroPipeline:
             reasoner.close()
             raise
         return cls(reasoner, segmenter, max_query_chars=max_query_chars)
+
+    @classmethod
+    def from_options(
+        cls, options: PipelineOptions, *, max_query_chars: int = MAX_QUERY_CHARS
+    ) -> SegZeroPipeline:
+        """The pipeline `options` name (`segzero_model.config`: what the command, evaluation
+        and the node declare), loaded by `from_pretrained`."""
+        return cls.from_pretrained(
+            options.reasoning_model,
+            options.segmentation_model,
+            device=options.device,
+            dtype=None if options.dtype in ("", "auto") else options.dtype,
+            max_new_tokens=options.max_new_tokens,
+            max_query_chars=max_query_chars,
+            model_family=options.model_family,
+            reasoning_url=options.reasoning_url or None,
+            reasoning_timeout=options.reasoning_timeout,
+            reasoning_api_key_env=options.reasoning_api_key_env,
+            prefix_cache_size=0 if options.compile else options.prefix_cache_size,
+            compile=options.compile,
+        )
 
     def close(self) -> None:
         """Release both models (and GPU memory)."""

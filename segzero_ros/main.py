@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
 
 import rclpy
 from rclpy.exceptions import InvalidHandle, ParameterException
@@ -72,13 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as error:
         print(f"segzero-perception: error: {error}", file=sys.stderr)
         return EXIT_START_FAILED
-    overrides: dict[str, Any] = {}
     if args.tiny:
-        from segzero_model.tiny import TINY_WARNING, ensure_tiny_models
+        from segzero_model.tiny import TINY_WARNING
 
         print(TINY_WARNING, file=sys.stderr)
-        reasoner_dir, segmenter_dir = ensure_tiny_models()
-        overrides = {"reasoning_model": str(reasoner_dir), "segmentation_model": str(segmenter_dir)}
 
     rclpy_args = [sys.argv[0]]
     if extra:
@@ -92,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     node = None
     try:
         try:
-            node = PerceptionNode(parameter_overrides=overrides)
+            node = PerceptionNode()
             for path in ros_params_files(ros_args):
                 # Unknown names in this node's sections are errors; a file without a section
                 # for this node is fine (one file may serve several nodes).
@@ -103,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                     require_section=False,
                 )
             if args.tiny:
-                use_tiny_family(node)
+                use_tiny_models(node)
         except (ParamsError, ParameterException) as error:
             print(f"segzero-perception: error: {one_line(error)}", file=sys.stderr)
             return EXIT_START_FAILED
@@ -130,20 +126,23 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.try_shutdown()
 
 
-def use_tiny_family(node: PerceptionNode) -> None:
-    """--tiny with model_family qwen3_vl (from -p, a parameter file or the launch file): the
-    tiny Qwen3-VL (two objects for a query with "all", none for "unicorn", else one) replaces
-    the tiny Qwen2.5-VL. Read after the node is built, so its own parameter resolution
-    (namespaces, wildcard sections) decides. Raises ParameterException when it is refused."""
-    if node.params.model_family != "qwen3_vl":
-        return
-    from segzero_model.tiny import ensure_tiny_qwen3_vl
+def use_tiny_models(node: PerceptionNode) -> None:
+    """--tiny: the tiny checkpoints of the node's model_family (`segzero_model.tiny.tiny_models`,
+    the choice every --tiny path makes: the tiny Qwen3-VL for qwen3_vl, else the tiny
+    Qwen2.5-VL) replace both models. Read after the node is built, so its own parameter
+    resolution (-p, parameter files, namespaces, wildcard sections) decides the family.
+    Raises ParameterException when the change is refused."""
+    from segzero_model.tiny import tiny_models
 
-    reasoner = str(ensure_tiny_qwen3_vl())
-    result = node.set_parameters([Parameter("reasoning_model", value=reasoner)])[0]
-    if not result.successful:
-        raise ParameterException(result.reason, ["reasoning_model"])
-    node.get_logger().info(f"--tiny, model_family qwen3_vl: the tiny Qwen3-VL {reasoner}")
+    reasoner, segmenter = (str(path) for path in tiny_models(node.params.model_family))
+    names = {"reasoning_model": reasoner, "segmentation_model": segmenter}
+    results = node.set_parameters([Parameter(name, value=v) for name, v in names.items()])
+    for name, result in zip(names, results, strict=True):
+        if not result.successful:
+            raise ParameterException(result.reason, [name])
+    node.get_logger().info(
+        f"--tiny, model_family {node.params.model_family}: the tiny models {reasoner}, {segmenter}"
+    )
 
 
 class _SignalStop(threading.Event):

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segzero_model.config import option_field, option_help
+from segzero_model.segmentation.tracks import TrackSettings
+
 NODE_NAME = "segzero_perception"
 
 # Parameters every rclpy node has; allowed in a parameter file although the table lacks them.
@@ -55,6 +58,23 @@ def _param(
     return field(default=default, metadata=metadata)
 
 
+def _pipeline_param(name: str):
+    """The row of pipeline option `name`: default, help and bounds from
+    `segzero_model.config.PipelineOptions`, the one definition the commands use too."""
+    option = option_field(name)
+    return _param(
+        option.default,
+        option_help(name, str) + " Applied at the next activate.",
+        minimum=option.metadata["minimum"],
+        choices=option.metadata["choices"],
+    )
+
+
+def _tracking_default(name: str):
+    """A tracking row's default, from `segzero_model.segmentation.tracks.TrackSettings`."""
+    return getattr(TrackSettings(), name)
+
+
 @dataclass(frozen=True)
 class PerceptionParams:
     """Every parameter of the perception node, with its default. When each one takes effect:
@@ -66,76 +86,18 @@ class PerceptionParams:
     file's `namespace:=left`) it is `/left/segzero/query`. An absolute name (leading `/`)
     ignores the namespace."""
 
-    reasoning_model: str = _param(
-        "Ricky06662/Seg-Zero-7B",
-        "Reasoning model (Qwen2.5-VL, Qwen2-VL, Qwen3-VL, Qwen3.5): a Hugging Face hub id or a "
-        "local directory; with reasoning_url, the name the server serves it under. "
-        "Applied at the next activate.",
-    )
-    model_family: str = _param(
-        "auto",
-        "How the reasoning model is prompted and its answer read (docs/inference.md, Model "
-        "families): auto (from the checkpoint's model type and segzero_recipe.json), seg_zero, "
-        "vision_reasoner, qwen3_vl, or the path of a family YAML file. Applied at the next "
-        "activate.",
-    )
-    reasoning_url: str = _param(
-        "",
-        "The reasoning model on an OpenAI-compatible server (vLLM, SGLang, transformers serve): "
-        "its base URL, e.g. http://gpu-host:8000/v1; reasoning_model is then the name the server "
-        'serves it under and nothing but SAM2 is loaded here. "": load reasoning_model here. '
-        "With model_family auto a remote model is asked as seg_zero unless reasoning_model is a "
-        "local checkpoint directory. Applied at the next activate.",
-    )
-    reasoning_api_key_env: str = _param(
-        "SEGZERO_REASONING_API_KEY",
-        "With reasoning_url: the environment variable of the node's process that holds the "
-        'server\'s API key, sent as a Bearer token when set ("": never send one). The key itself '
-        "is never a parameter nor logged. Applied at the next activate.",
-    )
-    reasoning_timeout: float = _param(
-        60.0,
-        "With reasoning_url: seconds without data from the server (connecting, waiting for the "
-        "first token, between tokens) after which the query is answered ERROR. Refused "
-        "connections and HTTP 5xx are retried twice first. Applied at the next activate.",
-        minimum=0.001,
-    )
-    segmentation_model: str = _param(
-        "facebook/sam2.1-hiera-large",
-        "SAM2 model: a hub id, a released .pt checkpoint or a directory with one config .yaml "
-        "and one .pt. Applied at the next activate.",
-    )
-    device: str = _param(
-        "auto",
-        "Device for both models: auto (CUDA when visible, else CPU), cpu, cuda or cuda:N. "
-        "Applied at the next activate.",
-        choices="auto, cpu, cuda, cuda:N",
-    )
-    dtype: str = _param(
-        "",
-        'Model dtype: "" (auto: bfloat16 on CUDA, float32 on the CPU), bfloat16, float16 or '
-        "float32. Applied at the next activate.",
-        choices='"", auto, bfloat16, float16, float32',
-    )
-    max_new_tokens: int = _param(
-        1024,
-        "Most tokens the reasoning model may generate per query. Applied at the next activate.",
-        minimum=1,
-    )
-    prefix_cache_size: int = _param(
-        2,
-        "Camera frames whose prompt prefix (the image's vision encoding and KV cache) the "
-        "reasoning model keeps, so that further queries on the same frame prefill only their "
-        "own tokens (the answers are the same); 0 turns this off. Not used with compile or "
-        "reasoning_url. Applied at the next activate.",
-        minimum=0,
-    )
-    compile: bool = _param(
-        False,
-        "Decode with a static KV cache and torch.compile (for CUDA; the first queries wait for "
-        "the compilation). Turns prefix_cache_size off; not with reasoning_url. Applied at the "
-        "next activate.",
-    )
+    # The options that open the pipeline: declared once, in segzero_model.config.
+    reasoning_model: str = _pipeline_param("reasoning_model")
+    model_family: str = _pipeline_param("model_family")
+    reasoning_url: str = _pipeline_param("reasoning_url")
+    reasoning_api_key_env: str = _pipeline_param("reasoning_api_key_env")
+    reasoning_timeout: float = _pipeline_param("reasoning_timeout")
+    segmentation_model: str = _pipeline_param("segmentation_model")
+    device: str = _pipeline_param("device")
+    dtype: str = _pipeline_param("dtype")
+    max_new_tokens: int = _pipeline_param("max_new_tokens")
+    prefix_cache_size: int = _pipeline_param("prefix_cache_size")
+    compile: bool = _pipeline_param("compile")
     image_topic: str = _param(
         "camera/image_raw",
         "Camera topic (sensor_msgs/Image). With compressed: true the node subscribes to "
@@ -217,26 +179,26 @@ class PerceptionParams:
         minimum=0.0,
     )
     max_tracked_objects: int = _param(
-        4,
+        _tracking_default("max_tracks"),
         "Tracks followed at once (each costs its own memory step per frame); a new one beyond "
         "it ends the oldest. A new answer to a tracked query replaces that query's track. "
         "Changeable at runtime (applies to the next answer).",
         minimum=1,
     )
     lost_score: float = _param(
-        0.5,
+        _tracking_default("lost_score"),
         "A tracked frame counts as missed when SAM2's object presence probability is below "
         "this (0..1). Changeable at runtime.",
         minimum=0.0,
     )
     lost_min_area: int = _param(
-        16,
+        _tracking_default("lost_min_area"),
         "A tracked frame counts as missed when the object's mask has fewer pixels than this. "
         "Changeable at runtime.",
         minimum=0,
     )
     lost_frames: int = _param(
-        5,
+        _tracking_default("lost_frames"),
         "Missed frames in a row after which a track is reported LOST (once) and ended. "
         "Changeable at runtime.",
         minimum=1,

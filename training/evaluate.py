@@ -73,11 +73,7 @@ import numpy as np
 
 from segzero_model.errors import ModelNotFoundError
 from segzero_model.metrics import IoUAccumulator, intersection_and_union
-from segzero_model.pipeline import (
-    DEFAULT_REASONING_MODEL,
-    DEFAULT_SEGMENTATION_MODEL,
-)
-from segzero_model.reasoning.remote import DEFAULT_API_KEY_ENV, DEFAULT_TIMEOUT
+from segzero_model.config import add_pipeline_arguments, options_from_args
 
 logger = logging.getLogger(__name__)
 
@@ -462,31 +458,23 @@ def build_parser() -> argparse.ArgumentParser:
         prog="evaluate.py",
         description="gIoU / cIoU of a reasoning model + SAM2 on a ReasonSeg / RefCOCO set.",
     )
-    parser.add_argument(
-        "--reasoning-model",
-        default=DEFAULT_REASONING_MODEL,
-        help=f"hub id or local directory (default {DEFAULT_REASONING_MODEL})",
-    )
-    parser.add_argument(
-        "--segmentation-model",
-        default=DEFAULT_SEGMENTATION_MODEL,
-        help=f"SAM2 hub id, directory or .pt file (default {DEFAULT_SEGMENTATION_MODEL})",
-    )
     parser.add_argument("--dataset", required=True, help="save_to_disk directory or hub id")
     parser.add_argument("--split", default="test", help="split of a DatasetDict (test)")
     parser.add_argument("--output-dir", type=Path, required=True, help="results and summary")
     parser.add_argument("--batch-size", type=int, default=4, help="queries per generation (4)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N rows")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--dtype", default=None, help="bfloat16, float16 or float32")
-    parser.add_argument(
-        "--max-new-tokens", type=int, default=1024, help="reasoning tokens per answer (1024)"
-    )
-    parser.add_argument(
-        "--model-family",
-        default="auto",
-        help="auto (from the checkpoint's model type and recipe), seg_zero, vision_reasoner, "
-        "qwen3_vl or a family .yaml file (default auto)",
+    add_pipeline_arguments(
+        parser.add_argument_group("models"),
+        (
+            "reasoning_model",
+            "model_family",
+            "segmentation_model",
+            "device",
+            "dtype",
+            "max_new_tokens",
+            "prefix_cache_size",
+            "compile",
+        ),
     )
     parser.add_argument(
         "--tiny",
@@ -496,32 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
     remote = parser.add_argument_group(
         "remote reasoning (an OpenAI-compatible server: vLLM, SGLang, transformers serve)"
     )
-    remote.add_argument(
-        "--reasoning-url",
-        metavar="URL",
-        help="ask the reasoning model on this server (its OpenAI base URL, e.g. "
-        "http://localhost:8000/v1) instead of loading it; --reasoning-model is then the name "
-        "it serves the model under",
-    )
+    add_pipeline_arguments(remote, ("reasoning_url", "reasoning_timeout", "reasoning_api_key_env"))
     remote.add_argument(
         "--concurrency",
         type=int,
         metavar="N",
         help=f"with --reasoning-url: requests in flight at once, which the server batches "
         f"continuously (default {DEFAULT_CONCURRENCY}); --batch-size is then unused",
-    )
-    remote.add_argument(
-        "--reasoning-timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        metavar="S",
-        help=f"seconds without data from the server before a query fails ({DEFAULT_TIMEOUT:g})",
-    )
-    remote.add_argument(
-        "--reasoning-api-key-env",
-        default=DEFAULT_API_KEY_ENV,
-        metavar="NAME",
-        help=f"environment variable holding the server's API key ({DEFAULT_API_KEY_ENV})",
     )
     return parser
 
@@ -543,12 +512,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     concurrency = (args.concurrency or DEFAULT_CONCURRENCY) if args.reasoning_url else 1
 
-    reasoning_model, segmentation_model = args.reasoning_model, args.segmentation_model
+    options = options_from_args(args)
     if args.tiny:
-        from segzero_model.tiny import TINY_WARNING, ensure_tiny_models
+        from segzero_model.tiny import TINY_WARNING
 
         print(TINY_WARNING, file=sys.stderr)
-        reasoning_model, segmentation_model = (str(path) for path in ensure_tiny_models())
+        options = options.with_tiny_models()
+    reasoning_model, segmentation_model = options.reasoning_model, options.segmentation_model
 
     try:
         dataset = load_eval_dataset(args.dataset, args.split)
@@ -563,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": dataset_name,
         "split": args.split,
         "max_new_tokens": args.max_new_tokens,
-        "dtype": args.dtype or "auto",
+        "dtype": args.dtype,
     }
     if args.model_family != "auto":  # absent for auto, so earlier runs still resume
         run["model_family"] = args.model_family
@@ -581,17 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     where = f" at {args.reasoning_url}" if args.reasoning_url else ""
     print(f"loading {reasoning_model}{where} and {segmentation_model} ...", file=sys.stderr)
     try:
-        pipeline = SegZeroPipeline.from_pretrained(
-            reasoning_model,
-            segmentation_model,
-            device=args.device,
-            dtype=args.dtype,
-            max_new_tokens=args.max_new_tokens,
-            model_family=args.model_family,
-            reasoning_url=args.reasoning_url,
-            reasoning_timeout=args.reasoning_timeout,
-            reasoning_api_key_env=args.reasoning_api_key_env,
-        )
+        pipeline = SegZeroPipeline.from_options(options)
     except (ModelNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -636,12 +596,12 @@ def main(argv: list[str] | None = None) -> int:
             "max_new_tokens": args.max_new_tokens,
             "dtype": dtype,
             "device": device,
-            "requested_dtype": args.dtype or "auto",
+            "requested_dtype": args.dtype,
             "requested_device": args.device,
             "model_family": family.name,
             "requested_model_family": args.model_family,
             "image_size": family.image_size,
-            "reasoning_url": args.reasoning_url,
+            "reasoning_url": args.reasoning_url or None,
             "concurrency": concurrency,
             "limit": args.limit,
             "tiny": args.tiny,

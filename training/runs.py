@@ -72,18 +72,17 @@ class ModelDataArguments:
     )
 
     def use_tiny_model(self) -> None:
-        """With tiny=true, point model_name_or_path at the built-in tiny checkpoint (built once
-        into the tiny-model cache, `segzero_model.tiny`)."""
+        """With tiny=true, point model_name_or_path at the built-in tiny checkpoint of the run's
+        model_family (built once into the tiny-model cache, `segzero_model.tiny.tiny_models`)."""
         if self.tiny:
-            from segzero_model.tiny import TINY_WARNING, ensure_tiny_models
+            from segzero_model.tiny import TINY_WARNING, tiny_models
 
             logger.warning(TINY_WARNING)
-            self.model_name_or_path = str(ensure_tiny_models()[0])
+            self.model_name_or_path = str(tiny_models(self.model_family)[0])
 
     def family(self):
-        """The `segzero_model.reasoning.families.Family` this run trains in: `model_family` for the
-        base
-        model (ValueError naming the choices for an unknown family or one that does not serve
+        """The `segzero_model.reasoning.families.Family` this run trains in: `model_family` for
+        the base model (ValueError naming the choices for an unknown family or one that does not serve
         the base model's type)."""
         from segzero_model.reasoning.families import family_for_checkpoint
         from segzero_model.reasoning.local import resolve_checkpoint

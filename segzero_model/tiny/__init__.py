@@ -111,6 +111,19 @@ def ensure_tiny_qwen3_vl(cache_dir: str | os.PathLike | None = None) -> Path:
     return target
 
 
+def tiny_models(
+    model_family: str = "auto", cache_dir: str | os.PathLike | None = None
+) -> tuple[Path, Path]:
+    """(reasoner_dir, segmenter_dir): the tiny checkpoints for `model_family`, the one choice
+    every ``--tiny`` / ``tiny:=true`` path makes. A family with a tiny model of its own
+    architecture gets it (qwen3_vl: the tiny Qwen3-VL, taught two objects for "all ...", none
+    for "unicorn"); every other family (auto, seg_zero, vision_reasoner, a YAML file) the tiny
+    Qwen2.5-VL. The segmenter is always the tiny SAM2."""
+    reasoner, segmenter = ensure_tiny_models(cache_dir)
+    own = _TINY_REASONER_OF_FAMILY.get(str(model_family))
+    return (own(cache_dir) if own else reasoner), segmenter
+
+
 def build_into_cache(
     target: Path, build: Callable[[Path], object], built: Callable[[Path], bool]
 ) -> Path:
@@ -145,3 +158,7 @@ def copy_tiny_models(directory: str | os.PathLike) -> tuple[Path, Path]:
     for source in ensure_tiny_models():
         copies.append(Path(shutil.copytree(source, directory / source.name, dirs_exist_ok=True)))
     return copies[0], copies[1]
+
+
+# Families whose tiny reasoner is not the tiny Qwen2.5-VL: family name → its builder.
+_TINY_REASONER_OF_FAMILY: dict[str, Callable[..., Path]] = {"qwen3_vl": ensure_tiny_qwen3_vl}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,7 @@ def test_defaults_match_the_brief():
         60.0,
     )
     assert p.segmentation_model == "facebook/sam2.1-hiera-large"
-    assert (p.device, p.dtype, p.max_new_tokens) == ("auto", "", 1024)
+    assert (p.device, p.dtype, p.max_new_tokens) == ("auto", "auto", 1024)
     assert (p.prefix_cache_size, p.compile) == (2, False)
     assert (p.image_topic, p.compressed, p.max_image_age) == ("camera/image_raw", False, 2.0)
     assert (p.publish_overlay, p.queue_size, p.autostart) == (True, 8, True)
@@ -258,3 +259,23 @@ def test_the_markdown_table_has_every_parameter_with_its_default():
 
 def test_depth_info_topic_may_be_empty():
     assert parse_params_yaml(section('depth_info_topic: ""')) == {"depth_info_topic": ""}
+
+
+def test_the_pipeline_rows_are_the_pipeline_options():
+    """The node's model parameters are `segzero_model.config.PipelineOptions`, default for
+    default, and its tracking defaults `TrackSettings`'s: one definition each."""
+    from segzero_model.config import OPTION_NAMES, PipelineOptions, option_help
+    from segzero_model.segmentation.tracks import TrackSettings
+
+    p, options = PerceptionParams(), PipelineOptions()
+    rows = {f.name: f for f in dataclasses.fields(PerceptionParams)}
+    for name in OPTION_NAMES:
+        assert getattr(p, name) == getattr(options, name), name
+        assert rows[name].metadata["description"].startswith(option_help(name, str)), name
+    tracking = TrackSettings()
+    assert p.max_tracked_objects == tracking.max_tracks
+    assert (p.lost_score, p.lost_min_area, p.lost_frames) == (
+        tracking.lost_score,
+        tracking.lost_min_area,
+        tracking.lost_frames,
+    )
