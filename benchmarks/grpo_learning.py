@@ -47,6 +47,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from segzero_model.reasoning.reply_format import BOX_KEY, POINT_KEYS, reply_text
+
 SCENE_SEED = 0  # synthetic_row's scene: "the red square", box (569,475)-(763,669)
 LOW, HIGH = 100, 839  # guessed coordinates: always 3 digits, inside the 840x840 frame
 THOUGHTS = ("It is there.", "I see it.", "The object is on the left.", "Look at the shape.")
@@ -71,15 +73,14 @@ def guess_answer(rng: random.Random) -> str:
     and then no thinking or no second point."""
     x1, x2 = sorted(rng.sample(range(LOW, HIGH + 1), 2))
     y1, y2 = sorted(rng.sample(range(LOW, HIGH + 1), 2))
-    answer = {"bbox": [x1, y1, x2, y2]}
-    for key in ("points_1", "points_2"):
+    answer = {BOX_KEY: [x1, y1, x2, y2]}
+    for key in POINT_KEYS:
         answer[key] = [rng.randint(x1, x2), rng.randint(y1, y2)]
     if rng.random() < SKIP_POINT:
-        del answer["points_2"]
-    text = f"<answer>{json.dumps(answer)}</answer>"
+        del answer[POINT_KEYS[1]]
     if rng.random() < SKIP_THINKING:
-        return text
-    return f"<think>{rng.choice(THOUGHTS)}</think>{text}"
+        return reply_text(json.dumps(answer))
+    return reply_text(json.dumps(answer), thinking=rng.choice(THOUGHTS))
 
 
 def teach_guessing(model, processor, row: dict, *, steps: int, batch: int, seed: int) -> float:

@@ -26,8 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from segzero_model.reasoning.reply_format import (
+    BOX_KEY,
     DEFAULT_VARIANT,
+    LIST_BOX_KEY,
+    LIST_POINT_KEY,
     NUMBER,
+    POINT_KEYS,
     STRICT_KEYS,
     finite_numbers,
     short_repr,
@@ -245,6 +249,8 @@ _SOLUTION_TEXT = re.compile(
 _SOLUTION_EXAMPLE = "<box>(x1,y1),(x2,y2)</box><points>(x1,y1),(x2,y2)</points>"
 # The ground truth carries the full answer: bbox, points_1, points_2.
 _SOLUTION_KEYS = STRICT_KEYS[DEFAULT_VARIANT]
+_SOLUTION_KEY_NAMES = ", ".join(repr(key) for key, _ in _SOLUTION_KEYS[:-1])
+_SOLUTION_KEY_NAMES += f" and {_SOLUTION_KEYS[-1][0]!r}"  # 'bbox', 'points_1' and 'points_2'
 
 
 def format_solution(bbox: Sequence[int], points: Sequence[Sequence[int]]) -> str:
@@ -271,13 +277,14 @@ def _solution_from_dict(data: dict, original: object) -> Solution:
                 f"{short_repr(data[key])} in {short_repr(original)}"
             )
         parsed[key] = values
-    x1, y1, x2, y2 = parsed["bbox"]
+    box = parsed[BOX_KEY]
+    x1, y1, x2, y2 = box
     if x1 > x2 or y1 > y2:
         raise ValueError(
-            f"malformed ground truth: 'bbox' must be (x1, y1, x2, y2) with x1 <= x2 and "
-            f"y1 <= y2, got {parsed['bbox']} in {short_repr(original)}"
+            f"malformed ground truth: {BOX_KEY!r} must be (x1, y1, x2, y2) with x1 <= x2 and "
+            f"y1 <= y2, got {box} in {short_repr(original)}"
         )
-    return parsed["bbox"], (parsed["points_1"], parsed["points_2"])  # type: ignore[return-value]
+    return box, tuple(parsed[key] for key in POINT_KEYS)  # type: ignore[return-value]
 
 
 def parse_solution(solution: object) -> Solution:
@@ -285,9 +292,10 @@ def parse_solution(solution: object) -> Solution:
 
     Accepts the released datasets' string
     ``<box>(x1,y1),(x2,y2)</box><points>(x1,y1),(x2,y2)</points>`` (what `format_solution`
-    writes), a JSON string ``{"bbox": [x1, y1, x2, y2], "points_1": [x, y], "points_2": [x, y]}``
-    or that dict already decoded (extra keys are ignored). The box is XYXY, inclusive pixels, in
-    the frame the answers are in (840x840 in the released data).
+    writes), a JSON string ``{bbox: [x1, y1, x2, y2], points_1: [x, y], points_2: [x, y]}``
+    (`reply_format.STRICT_KEYS`) or that dict already decoded (extra keys are ignored). The box
+    is XYXY, inclusive pixels, in the frame the answers are in (`frames.REASONING_SIZE` square
+    in the released data).
 
     Unlike the rewards, which score a bad completion 0, this raises: a malformed ground truth
     is a data bug that must not silently train the model towards 0 rewards.
@@ -317,11 +325,12 @@ def parse_solution(solution: object) -> Solution:
     if match is None:
         raise ValueError(
             f"malformed ground truth: expected {_SOLUTION_EXAMPLE!r} or a JSON object with "
-            f"'bbox', 'points_1' and 'points_2', got {short_repr(solution)}"
+            f"{_SOLUTION_KEY_NAMES}, got {short_repr(solution)}"
         )
     values = [float(v) for v in match.groups()]
+    first, second = POINT_KEYS
     return _solution_from_dict(
-        {"bbox": values[0:4], "points_1": values[4:6], "points_2": values[6:8]}, solution
+        {BOX_KEY: values[0:4], first: values[4:6], second: values[6:8]}, solution
     )
 
 
@@ -339,11 +348,12 @@ class ObjectTruth:
 
 def format_objects_solution(objects: Sequence[ObjectTruth]) -> str:
     """VisionReasoner's ``solution`` string for a list of objects, integer coordinates:
-    ``[{"bbox_2d": [x1, y1, x2, y2], "point_2d": [x, y]}, ...]`` (``[]``: no object).
+    ``[{bbox_2d: [x1, y1, x2, y2], point_2d: [x, y]}, ...]`` (``[]``: no object; the keys
+    are `reply_format.LIST_BOX_KEY` and `LIST_POINT_KEY`).
     `parse_objects_solution` reads it back."""
     return json.dumps(
         [
-            {"bbox_2d": [round(v) for v in o.bbox], "point_2d": [round(v) for v in o.point]}
+            {LIST_BOX_KEY: [round(v) for v in o.bbox], LIST_POINT_KEY: [round(v) for v in o.point]}
             for o in objects
         ]
     )
@@ -362,16 +372,16 @@ def _object_from_item(item: object, index: int, original: object) -> ObjectTruth
         raise ValueError(
             f"malformed ground truth: object {index} is not a JSON object: {short_repr(original)}"
         )
-    box = finite_numbers(item.get("bbox_2d"), 4)
-    point = finite_numbers(item.get("point_2d"), 2)
+    box = finite_numbers(item.get(LIST_BOX_KEY), 4)
+    point = finite_numbers(item.get(LIST_POINT_KEY), 2)
     if box is None or point is None:
         raise ValueError(
-            f"malformed ground truth: object {index} needs 'bbox_2d' (4 finite numbers) and "
-            f"'point_2d' (2), got {short_repr(item)} in {short_repr(original)}"
+            f"malformed ground truth: object {index} needs {LIST_BOX_KEY!r} (4 finite numbers) "
+            f"and {LIST_POINT_KEY!r} (2), got {short_repr(item)} in {short_repr(original)}"
         )
     if box[0] > box[2] or box[1] > box[3]:
         raise ValueError(
-            f"malformed ground truth: object {index}'s 'bbox_2d' must have x1 <= x2 and "
+            f"malformed ground truth: object {index}'s {LIST_BOX_KEY!r} must have x1 <= x2 and "
             f"y1 <= y2, got {list(box)} in {short_repr(original)}"
         )
     return ObjectTruth(box, point)  # type: ignore[arg-type]

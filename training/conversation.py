@@ -4,10 +4,10 @@ GRPO and SFT both build their examples here, from `segzero_model.reasoning.promp
 so a
 model is trained on exactly the chat the reasoner later sends it:
 
-- GRPO: ``prompt`` (the user turn: image + prompt text), ``image`` (the 840x840 image),
+- GRPO: ``prompt`` (the user turn: image + prompt text), ``image`` (the family's square image),
   ``solution`` (the ground truth the rewards read); ``id`` and the original size stay beside.
 - SFT: the same ``prompt`` and ``image`` plus ``completion``, the assistant turn
-  ``<answer>{"bbox": [...], "points_1": [...], "points_2": [...]}</answer>``: the answer JSON in
+  ``<answer>{bbox: [...], points_1: [...], points_2: [...]}</answer>``: the answer JSON in
   the format the strict rewards and the inference parser accept, and no reasoning.
 
 A model family (`segzero_model.reasoning.families`) other than Seg-Zero's brings its own prompt text
@@ -26,7 +26,13 @@ import json
 import math
 
 from segzero_model.reasoning.prompts import build_messages, build_prompt
-from segzero_model.reasoning.reply_format import STRICT_KEYS
+from segzero_model.reasoning.reply_format import (
+    BOX_KEY,
+    DEFAULT_VARIANT,
+    POINT_KEYS,
+    STRICT_KEYS,
+    reply_text,
+)
 from segzero_model.targets import (
     ObjectTruth,
     format_objects_solution,
@@ -36,7 +42,7 @@ from segzero_model.targets import (
 
 
 def training_messages(
-    problem: str, family=None, *, thinking: bool = True, answer: str = "box_points"
+    problem: str, family=None, *, thinking: bool = True, answer: str = DEFAULT_VARIANT
 ) -> list[dict]:
     """The user turn for `problem`: `build_messages` (the recipe's thinking and answer variant)
     for the Seg-Zero prompt (`family` None or one whose prompt is `build_prompt`), else the
@@ -72,24 +78,24 @@ def family_solution(solution: object, family) -> str:
 
 
 def _answers_list(family) -> bool:
-    return family is not None and family.answer == "list"
+    return family is not None and family.answers_list
 
 
-def answer_json(solution: object, answer: str = "box_points") -> str:
+def answer_json(solution: object, answer: str = DEFAULT_VARIANT) -> str:
     """The ground truth (`parse_solution` formats) as the answer JSON of the `answer` variant,
-    with integer coordinates, e.g. ``{"bbox": [35, 60, 354, 423], "points_1": [183, 235], ...}``."""
+    with integer coordinates, e.g. ``{bbox: [35, 60, 354, 423], points_1: [183, 235], ...}``."""
     if answer not in STRICT_KEYS:
         raise ValueError(f"unknown answer variant {answer!r}; valid: {list(STRICT_KEYS)}")
-    box, (point_1, point_2) = parse_solution(solution)
-    values = {"bbox": box, "points_1": point_1, "points_2": point_2}
+    box, points = parse_solution(solution)
+    values = {BOX_KEY: box, **dict(zip(POINT_KEYS, points, strict=True))}
     return json.dumps({key: [round(v) for v in values[key]] for key, _ in STRICT_KEYS[answer]})
 
 
-def target_completion(solution: object, answer: str = "box_points", family=None) -> list[dict]:
+def target_completion(solution: object, answer: str = DEFAULT_VARIANT, family=None) -> list[dict]:
     """The SFT target: one assistant turn holding only the tagged answer (a list-answer
     family's: its JSON list of objects in its frame)."""
     body = family_solution(solution, family) if _answers_list(family) else None
-    text = f"<answer>{body or answer_json(solution, answer)}</answer>"
+    text = reply_text(body or answer_json(solution, answer))
     return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
 
 
@@ -97,7 +103,7 @@ def grpo_dataset(
     dataset,
     *,
     thinking: bool = True,
-    answer: str = "box_points",
+    answer: str = DEFAULT_VARIANT,
     family=None,
     json_decoding: str | None = None,
 ):
@@ -121,7 +127,7 @@ def grpo_dataset(
     return dataset.map(row, input_columns=["problem", "solution"], desc="prompts")
 
 
-def sft_dataset(dataset, *, answer: str = "box_points", family=None):
+def sft_dataset(dataset, *, answer: str = DEFAULT_VARIANT, family=None):
     """`dataset` as prompt-completion pairs for SFTTrainer: the no-thinking prompt (the paper's
     SFT baseline answers without reasoning) and the ground-truth answer as the completion."""
     return dataset.map(

@@ -71,9 +71,9 @@ from pathlib import Path
 
 import numpy as np
 
+from segzero_model.config import add_pipeline_arguments, options_from_args
 from segzero_model.errors import ModelNotFoundError
 from segzero_model.metrics import IoUAccumulator, intersection_and_union
-from segzero_model.config import add_pipeline_arguments, options_from_args
 
 logger = logging.getLogger(__name__)
 

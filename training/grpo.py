@@ -111,7 +111,7 @@ class SegZeroArguments(ModelDataArguments, ValidationArguments, LoraArguments):
         model family answers a list of objects."""
         from segzero_model.rewards.registry import object_recipe_rewards, recipe_rewards
 
-        if self.family().answer == "list":
+        if self.family().answers_list:
             return object_recipe_rewards(thinking=self.thinking)
         return recipe_rewards(
             thinking=self.thinking,

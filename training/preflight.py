@@ -4,7 +4,7 @@ Each check returns a list of problems (empty when fine); each problem names the 
 The training scripts collect all of them and report them together (`segzero_training.recipe`).
 The two that cost users of the official code the most: batch sizes that do not divide, and an
 image that the processor resizes (or a length limit that cuts its tokens), which silently
-moves the 840x840 answer frame.
+moves the square answer frame (`REASONING_SIZE` for Seg-Zero).
 """
 
 from __future__ import annotations
@@ -14,13 +14,18 @@ import os
 import re
 from pathlib import Path
 
+from segzero_model.reasoning.families import AnswerFormat, Frame
 from segzero_model.reasoning.frames import REASONING_SIZE
 
 QWEN_VL_TYPES = ("qwen2_5_vl", "qwen2_vl")
 # The answers the rewards and SFT targets read: one object in pixels
 # (segzero_model.rewards.single_object),
 # a list of objects in pixels or 0..1000 (segzero_model.rewards.objects).
-TRAINABLE_ANSWERS = (("single", "absolute"), ("list", "absolute"), ("list", "relative_1000"))
+TRAINABLE_ANSWERS = (
+    (AnswerFormat.SINGLE, Frame.ABSOLUTE),
+    (AnswerFormat.LIST, Frame.ABSOLUTE),
+    (AnswerFormat.LIST, Frame.RELATIVE_1000),
+)
 # Seg-Zero's ablation switches: defaults a list-answer family must keep (its rewards are
 # VisionReasoner's, which have no soft or box-only/points-only versions).
 _SINGLE_OBJECT_SWITCHES = (
@@ -68,10 +73,11 @@ def family_problems(args, method: str) -> tuple[object, list[str]]:
     problems = []
     if (family.answer, family.frame) not in TRAINABLE_ANSWERS:
         problems.append(
-            f"model_family: {family.name!r} answers {family.answer!r} in the {family.frame!r} "
-            f"frame; training reads {TRAINABLE_ANSWERS} (answer, frame)"
+            f"model_family: {family.name!r} answers {family.answer.value!r} in the "
+            f"{family.frame.value!r} frame; training reads "
+            f"{tuple((a.value, f.value) for a, f in TRAINABLE_ANSWERS)} (answer, frame)"
         )
-    if family.answer == "list":
+    if family.answers_list:
         for key, default in _SINGLE_OBJECT_SWITCHES:
             value = getattr(args, key, default)
             if value != default:
@@ -118,7 +124,7 @@ def family_and_data_problems(args, method: str) -> tuple[object, object, int, li
         args.dataset_path,
         args.dataset_split,
         image_size=size,
-        answer=family.answer if family is not None else "single",
+        answer=family.answer if family is not None else AnswerFormat.SINGLE,
     )
     return family, processor, size, problems
 
@@ -140,12 +146,13 @@ def dataset_problems(
     split: str,
     key: str = "dataset_path",
     image_size: int = REASONING_SIZE,
-    answer: str = "single",
+    answer: AnswerFormat | str = AnswerFormat.SINGLE,
 ) -> list[str]:
     """The training data must load (`prepare_data.load_training_dataset`), be non-empty and
-    hold `image_size` square images (the model family's; 840 for Seg-Zero): the solutions are
-    in that frame, so the images cannot be resized without them. A family answering one object
-    (`answer` "single") cannot train on solutions that list several (VisionReasoner's data)."""
+    hold `image_size` square images (the model family's; `REASONING_SIZE` for Seg-Zero): the
+    solutions are in that frame, so the images cannot be resized without them. A family
+    answering one object (`answer` `AnswerFormat.SINGLE`, or its value) cannot train on
+    solutions that list several (VisionReasoner's data)."""
     from segzero_model.targets import is_objects_solution
     from segzero_training.prepare_data import load_training_dataset
 
@@ -165,7 +172,7 @@ def dataset_problems(
             f"the frame the solutions are in), the first is {size[0]}x{size[1]}; rebuild it with "
             "training/prepare_data.py (--image-size, or --resize for an existing dataset)"
         ]
-    if answer == "single" and is_objects_solution(dataset[0]["solution"]):
+    if AnswerFormat(answer) is AnswerFormat.SINGLE and is_objects_solution(dataset[0]["solution"]):
         return [
             f"{key}: its solutions are lists of objects (VisionReasoner's form), but the model "
             "family answers one object: train a list-answer family (vision_reasoner, qwen3_vl) "

@@ -71,6 +71,7 @@ from pathlib import Path
 import numpy as np
 
 from segzero_model.errors import ImageLoadError
+from segzero_model.reasoning.families import QWEN3_VL_IMAGE_SIZE
 from segzero_model.reasoning.frames import REASONING_SIZE, to_frame_xy
 from segzero_model.targets import (
     EmptyMaskError,
@@ -619,7 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=REASONING_SIZE,
         help="square side of the images and the solutions' frame: the model family's "
-        f"image size ({REASONING_SIZE} for Seg-Zero and VisionReasoner, 896 for qwen3_vl)",
+        f"image size ({REASONING_SIZE} for Seg-Zero and VisionReasoner, {QWEN3_VL_IMAGE_SIZE} "
+        "for qwen3_vl)",
     )
     parser.add_argument("--limit", type=int, help="stop once this many rows are kept")
     parser.add_argument("--seed", type=int, help="shuffle the candidates with this seed first")

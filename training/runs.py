@@ -82,8 +82,8 @@ class ModelDataArguments:
 
     def family(self):
         """The `segzero_model.reasoning.families.Family` this run trains in: `model_family` for
-        the base model (ValueError naming the choices for an unknown family or one that does not serve
-        the base model's type)."""
+        the base model (ValueError naming the choices for an unknown family or one that does
+        not serve the base model's type)."""
         from segzero_model.reasoning.families import family_for_checkpoint
         from segzero_model.reasoning.local import resolve_checkpoint
 

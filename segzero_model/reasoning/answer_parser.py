@@ -19,15 +19,22 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from segzero_model.reasoning.frames import REASONING_SIZE
 from segzero_model.reasoning.reply_format import (
     ANSWER_CLOSE,
     ANSWER_OPEN,
+    ANSWER_TAGS,
+    BOX_KEY,
     DEFAULT_VARIANT,
+    LIST_BOX_KEY,
+    LIST_POINT_KEY,
     NUMBER,
+    POINT_KEYS,
     STRICT_KEYS,
     THINK_BLOCK,
     THINK_CLOSE,
     THINK_OPEN,
+    THINK_TAGS,
     is_strict_format,
     is_thinking_format,
     iter_objects,
@@ -53,9 +60,10 @@ __all__ = [
 _SNIPPET_CHARS = 200
 _MAX_KEY_SEARCH_DEPTH = 3  # how deep a wrapper object may hide the object with the keys
 
-# The keys the lenient parser reads; the strict keys are `reply.STRICT_KEYS`.
-_BOX_KEYS = ("bbox", "bbox_2d", "box")
-_POINT_PAIR_KEYS = (("points_1", "points_2"), ("point_1", "point_2"))
+# The keys the lenient parser reads (the answer's own, then alternates models drift to); the
+# strict keys are `reply.STRICT_KEYS`.
+_BOX_KEYS = (BOX_KEY, LIST_BOX_KEY, "box")
+_POINT_PAIR_KEYS = (POINT_KEYS, ("point_1", "point_2"))
 _POINT_LIST_KEY = "points"
 _KNOWN_KEYS = frozenset(
     (*_BOX_KEYS, *(k for pair in _POINT_PAIR_KEYS for k in pair), _POINT_LIST_KEY)
@@ -207,7 +215,7 @@ def _lenient_fields(obj: dict, high: int) -> tuple[tuple | None, tuple | None]:
         pairs = _unquote_list(keyed[_POINT_LIST_KEY])
         if not _is_seq(pairs) or len(pairs) < 2 or not all(_is_seq(p) for p in pairs[:2]):
             raise AnswerFormatError(
-                f"'points' must be a list of two [x, y] pairs, got {short_repr(pairs)}"
+                f"{_POINT_LIST_KEY!r} must be a list of two [x, y] pairs, got {short_repr(pairs)}"
             )
         points = (
             _lenient_point(pairs[0], "points[0]", high),
@@ -215,8 +223,10 @@ def _lenient_fields(obj: dict, high: int) -> tuple[tuple | None, tuple | None]:
         )
     if box is None and points is None:
         if lone_point is not None:
-            raise AnswerFormatError(f"only one point ({lone_point!r}) and no 'bbox' in the answer")
-        raise AnswerFormatError("the 'bbox' and points values are all null")
+            raise AnswerFormatError(
+                f"only one point ({lone_point!r}) and no {BOX_KEY!r} in the answer"
+            )
+        raise AnswerFormatError(f"the {BOX_KEY!r} and points values are all null")
     return box, points
 
 
@@ -284,7 +294,7 @@ def _parse_lenient(text: str, high: int) -> Answer:
                 rank = 0 if found.nested else 2
                 keys = [str(k) for k in found.obj]
                 message = (
-                    f"JSON object has no 'bbox' or points keys: found keys {keys} "
+                    f"JSON object has no {BOX_KEY!r} or points keys: found keys {keys} "
                     f"in {_quote(found.text)}"
                 )
             else:
@@ -339,13 +349,14 @@ def _parse_strict(text: str, high: int) -> Answer:
             f"around): {_quote(text)}"
         )
     obj = released_first_object(text)
-    thinking = text[len("<think>") : text.index("</think>")].strip()
-    box = _finish_box(_strict_numbers(obj["bbox"], "bbox", 4), "'bbox'", high)
-    points = (
-        _finish_point(_strict_numbers(obj["points_1"], "points_1", 2), "'points_1'", high),
-        _finish_point(_strict_numbers(obj["points_2"], "points_2", 2), "'points_2'", high),
+    thinking = text[len(THINK_TAGS[0]) : text.index(THINK_TAGS[1])].strip()
+    box_key, box_count = _STRICT_KEYS[0]
+    box = _finish_box(_strict_numbers(obj[box_key], box_key, box_count), repr(box_key), high)
+    points = tuple(
+        _finish_point(_strict_numbers(obj[key], key, count), repr(key), high)
+        for key, count in _STRICT_KEYS[1:]
     )
-    return Answer(bbox=box, points=points, thinking=thinking)
+    return Answer(bbox=box, points=points, thinking=thinking)  # type: ignore[arg-type]
 
 
 def _strict_problem(text: str, high: int) -> None:
@@ -356,23 +367,26 @@ def _strict_problem(text: str, high: int) -> None:
             f"</answer>: {_quote(text)}"
         )
     body = text
-    if not body.startswith("<think>"):
-        raise AnswerFormatError(f"strict: the output must start with <think>: {_quote(body)}")
-    think_end = body.find("</think>")
+    (think, think_close), (answer, answer_close) = THINK_TAGS, ANSWER_TAGS
+    if not body.startswith(think):
+        raise AnswerFormatError(f"strict: the output must start with {think}: {_quote(body)}")
+    think_end = body.find(think_close)
     if think_end < 0:
-        raise AnswerFormatError(f"strict: <think> is never closed by </think>: {_quote(body)}")
-    rest = body[think_end + len("</think>") :].lstrip()
-    if not rest.startswith("<answer>"):
+        raise AnswerFormatError(f"strict: {think} is never closed by {think_close}: {_quote(body)}")
+    rest = body[think_end + len(think_close) :].lstrip()
+    if not rest.startswith(answer):
         raise AnswerFormatError(
-            f"strict: only whitespace may separate </think> and <answer>, found {_quote(rest)}"
+            f"strict: only whitespace may separate {think_close} and {answer}, found {_quote(rest)}"
         )
-    answer_end = rest.find("</answer>")
+    answer_end = rest.find(answer_close)
     if answer_end < 0:
-        raise AnswerFormatError(f"strict: <answer> is never closed by </answer>: {_quote(rest)}")
-    content = rest[len("<answer>") : answer_end]
-    trailing = rest[answer_end + len("</answer>") :]
+        raise AnswerFormatError(
+            f"strict: {answer} is never closed by {answer_close}: {_quote(rest)}"
+        )
+    content = rest[len(answer) : answer_end]
+    trailing = rest[answer_end + len(answer_close) :]
     if trailing.strip():
-        raise AnswerFormatError(f"strict: text after </answer>: {_quote(trailing.strip())}")
+        raise AnswerFormatError(f"strict: text after {answer_close}: {_quote(trailing.strip())}")
     # The rewards read the first {...} of the whole reply with json.loads, as released.
     span = released_object_text(text)
     if span is None:
@@ -400,7 +414,7 @@ def _strict_problem(text: str, high: int) -> None:
 # --------------------------------------------------------------------------- entry point
 
 
-def parse_answer(text: str, strict: bool = False, frame_size: int = 840) -> Answer:
+def parse_answer(text: str, strict: bool = False, frame_size: int = REASONING_SIZE) -> Answer:
     """Parse one model reply into an `Answer` in the ``frame_size`` square frame.
 
     Lenient mode (default) recovers a box and/or two points from messy output; ``strict=True``
@@ -423,8 +437,8 @@ def parse_answer(text: str, strict: bool = False, frame_size: int = 840) -> Answ
 
 # --------------------------------------------------------------------------- model families
 
-_LIST_BOX_KEYS = ("bbox_2d", "bbox", "box")
-_LIST_POINT_KEYS = ("point_2d", "point")
+_LIST_BOX_KEYS = (LIST_BOX_KEY, BOX_KEY, "box")
+_LIST_POINT_KEYS = (LIST_POINT_KEY, "point")
 _MAX_LIST_STARTS = 64  # '[' tried as a list's start, so garbage cannot make parsing quadratic
 
 
@@ -445,14 +459,14 @@ def parse_objects(text: str, family: Family, width: int, height: int) -> list[Fo
     reads the first JSON list in the answer; ``[]`` is an explicit "no object" and gives an
     empty list. An absolute frame is the family's square image (coordinates clamped to it), a
     relative one 0..1000 of the image; the VisionReasoner family rounds as its release does,
-    ``int(v * W / 840 + 0.5)``. AnswerFormatError says what was wrong.
+    ``int(v * W / S + 0.5)`` for its image size S. AnswerFormatError says what was wrong.
     """
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be a positive int, got {width!r}")
     if isinstance(height, bool) or not isinstance(height, int) or height < 1:
         raise ValueError(f"height must be a positive int, got {height!r}")
     frame = family.frame_width
-    high = frame if family.frame == "relative_1000" else frame - 1
+    high = frame if family.relative else frame - 1
 
     def scale(x: float, y: float) -> tuple[float, float]:
         x, y = x * width / frame, y * height / frame
@@ -460,11 +474,11 @@ def parse_objects(text: str, family: Family, width: int, height: int) -> list[Fo
             return float(math.floor(x + 0.5)), float(math.floor(y + 0.5))
         return x, y
 
-    if family.answer == "single":
+    if family.answers_list:
+        items = _list_items(text, high)
+    else:
         answer = parse_answer(text, frame_size=high + 1)
         items = [(answer.bbox, answer.points or ())]
-    else:
-        items = _list_items(text, high)
     found = []
     for box, points in items:
         scaled_box = None
@@ -504,7 +518,8 @@ def _list_items(text: str, high: int) -> list[tuple[tuple | None, tuple]]:
         point_key = next((k for k in _LIST_POINT_KEYS if k in keyed), None)
         if box_key is None and point_key is None:
             raise AnswerFormatError(
-                f"item {index} of the answer has no 'bbox_2d' or 'point_2d': {short_repr(item)}"
+                f"item {index} of the answer has no {LIST_BOX_KEY!r} or {LIST_POINT_KEY!r}: "
+                f"{short_repr(item)}"
             )
         box = _lenient_box(keyed[box_key], box_key, high) if box_key else None
         points = (_lenient_point(keyed[point_key], point_key, high),) if point_key else ()

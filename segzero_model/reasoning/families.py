@@ -1,13 +1,15 @@
 """Model families, chosen in one place: what each kind of reasoning checkpoint is asked and how
 its answer is read.
 
-A `Family` fixes the prompt (query -> user text), the answer format ("single": one object with
-``bbox``, ``points_1``, ``points_2``; "list": a JSON list of ``{"bbox_2d", "point_2d"}``, where
-an empty list means "no object"), the answer's coordinate frame ("absolute": pixels of the
-square image the reasoner sees; "relative_1000": 0..1000 of the image's width and height) and
-that square image's size. The reasoner, the parser (`answer.parse_objects`) and `segzero infer`
-all read it from here, so a new family is one entry in `FAMILIES` (or one YAML file, for a
-user's own fine-tune: `load_family_file`).
+A `Family` fixes the prompt (query -> user text), the answer format (`AnswerFormat`: SINGLE,
+one object with ``bbox``, ``points_1``, ``points_2``; LIST, a JSON list of objects with
+``bbox_2d`` and ``point_2d``, where an empty list means "no object"; the keys are
+`reply_format`'s), the answer's coordinate frame (`Frame`: ABSOLUTE, pixels of the square image
+the reasoner sees; RELATIVE_1000, 0..`RELATIVE_SCALE` of the image's width and height) and that
+square image's size. Code asks the entry (`Family.answers_list`, `Family.relative`,
+`Family.frame_width`), never compares the kinds' names. The reasoner, the parser
+(`answer.parse_objects`) and `segzero infer` all read it from here, so a new family is one entry
+in `FAMILIES` (or one YAML file, for a user's own fine-tune: `load_family_file`).
 
 `family_for_checkpoint` picks the family of a checkpoint from its config's ``model_type`` and
 its `prompt.RECIPE_FILE`, unless a family is named. Pure standard library plus PyYAML (only for
@@ -20,26 +22,55 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from functools import partial
 from pathlib import Path
 
-from segzero_model.reasoning.prompts import RECIPE_FILE, build_prompt, checkpoint_prompt_variant
+from segzero_model.reasoning.frames import REASONING_SIZE
+from segzero_model.reasoning.prompts import (
+    ANSWER_ONLY_TAGS,
+    RECIPE_FILE,
+    THINKING_TAGS,
+    build_prompt,
+    checkpoint_prompt_variant,
+    reply_shape,
+)
+from segzero_model.reasoning.reply_format import LIST_BOX_KEY, LIST_POINT_KEY, list_answer_text
 
 __all__ = [
     "ANSWER_FORMATS",
     "FAMILIES",
     "FRAMES",
+    "QWEN3_VL_IMAGE_SIZE",
+    "RELATIVE_SCALE",
     "SUPPORTED_MODEL_TYPES",
+    "AnswerFormat",
     "Family",
+    "Frame",
     "check_image_size",
     "family_for_checkpoint",
     "family_named",
     "load_family_file",
 ]
 
-ANSWER_FORMATS = ("single", "list")
-FRAMES = ("absolute", "relative_1000")
-RELATIVE_SCALE = 1000  # the "relative_1000" frame: 0..1000 across the image
+
+class AnswerFormat(StrEnum):
+    """What a family's answer is; a family file names it by its value."""
+
+    SINGLE = "single"  # one object: bbox, points_1, points_2 (Seg-Zero)
+    LIST = "list"  # a JSON list of {bbox_2d, point_2d}; [] means "no object"
+
+
+class Frame(StrEnum):
+    """The frame a family's coordinates are in; a family file names it by its value."""
+
+    ABSOLUTE = "absolute"  # pixels of the square image the reasoner sees
+    RELATIVE_1000 = "relative_1000"  # 0..RELATIVE_SCALE of the image's width and height
+
+
+ANSWER_FORMATS: tuple[str, ...] = tuple(kind.value for kind in AnswerFormat)
+FRAMES: tuple[str, ...] = tuple(kind.value for kind in Frame)
+RELATIVE_SCALE = 1000  # Frame.RELATIVE_1000: 0..1000 across the image
 
 
 @dataclass(frozen=True)
@@ -49,8 +80,8 @@ class Family:
     name: str
     model_types: tuple[str, ...]  # config.model_type values it serves; () = any supported
     prompt: Callable[[str], str]  # query -> the user text (the image comes before it)
-    answer: str  # one of ANSWER_FORMATS
-    frame: str  # one of FRAMES
+    answer: AnswerFormat  # given as an AnswerFormat or its value
+    frame: Frame  # given as a Frame or its value
     image_size: int  # the square side, in pixels, every image is resized to
     round_pixels: bool = False  # round scaled coordinates half up (VisionReasoner's release)
     # query -> the user text asking for the answer alone (SFT, and GRPO with thinking=false);
@@ -64,6 +95,9 @@ class Family:
             )
         if self.frame not in FRAMES:
             raise ValueError(f"family {self.name!r}: frame {self.frame!r} not in {FRAMES}")
+        # A value ("list") becomes its member, so every reader gets the typed kind.
+        object.__setattr__(self, "answer", AnswerFormat(self.answer))
+        object.__setattr__(self, "frame", Frame(self.frame))
         size = self.image_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(
@@ -71,9 +105,20 @@ class Family:
             )
 
     @property
+    def answers_list(self) -> bool:
+        """Whether the answer is a list of objects (`AnswerFormat.LIST`), not one object."""
+        return self.answer is AnswerFormat.LIST
+
+    @property
+    def relative(self) -> bool:
+        """Whether the coordinates are relative (`Frame.RELATIVE_1000`), not the image's pixels."""
+        return self.frame is Frame.RELATIVE_1000
+
+    @property
     def frame_width(self) -> int:
-        """The span of the answer's coordinates: the image size, or 1000 when relative."""
-        return RELATIVE_SCALE if self.frame == "relative_1000" else self.image_size
+        """The span of the answer's coordinates: the image size, or `RELATIVE_SCALE` when
+        relative."""
+        return RELATIVE_SCALE if self.relative else self.image_size
 
 
 # --------------------------------------------------------------------------- VisionReasoner
@@ -84,13 +129,12 @@ class Family:
 VISION_REASONER_TEMPLATE = (
     'Please find "{Question}" with bboxs and points.'
     "Compare the difference between object(s) and find the most closely matched object(s)."
-    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
+    f"{THINKING_TAGS}"
     "Output the bbox(es) and point(s) inside the interested object(s) in JSON format."
-    "i.e., <think> thinking process here </think><answer>{Answer}</answer>"
+    f"i.e., {reply_shape('{Answer}')}"
 )
-VISION_REASONER_EXAMPLE = (
-    '[{"bbox_2d": [10,100,200,210], "point_2d": [30,110]}, '
-    '{"bbox_2d": [225,296,706,786], "point_2d": [302,410]}]'
+VISION_REASONER_EXAMPLE = list_answer_text(
+    [((10, 100, 200, 210), (30, 110)), ((225, 296, 706, 786), (302, 410))]
 )
 
 
@@ -108,32 +152,28 @@ def vision_reasoner_prompt(query: str) -> str:
 
 # --------------------------------------------------------------------------- Qwen3-VL
 
+
 # Our own prompt (no released Seg-Zero checkpoint is a Qwen3-VL): the VisionReasoner shape, but
 # in the 0..1000 relative frame that Qwen3-VL grounds in. Qwen3-VL's convention, per QwenLM's
 # cookbooks (cookbooks/spatial_understanding.ipynb, as summarised at deepwiki.com/QwenLM/Qwen3-VL
 # "Spatial understanding and 2D grounding", and QwenLM/Qwen3-VL issue #931): boxes and points
 # are normalised to 0..1000 of the image's width and height, so pixel = v * W / 1000.
-QWEN3_VL_TEMPLATE = (
-    'Please find "{question}" in the image.'
-    "Compare the difference between objects and find every object that matches."
-    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
-    "The answer is a JSON list with one item per matching object, each a bbox_2d [x1, y1, x2, y2]"
-    " and a point_2d [x, y] inside the object, in relative coordinates from 0 to 1000;"
-    " an empty list [] if nothing matches."
-    'i.e., <think> thinking process here </think><answer>[{"bbox_2d": [12,119,238,250],'
-    ' "point_2d": [36,131]}]</answer>'
-)
+def _qwen3_vl_template(thinking: bool) -> str:
+    example = list_answer_text([((12, 119, 238, 250), (36, 131))])
+    return (
+        'Please find "{question}" in the image.'
+        "Compare the difference between objects and find every object that matches."
+        f"{THINKING_TAGS if thinking else ANSWER_ONLY_TAGS}"
+        "The answer is a JSON list with one item per matching object, each a "
+        f"{LIST_BOX_KEY} [x1, y1, x2, y2] and a {LIST_POINT_KEY} [x, y] inside the object, in "
+        f"relative coordinates from 0 to {RELATIVE_SCALE}; an empty list [] if nothing matches."
+        f"i.e., {reply_shape(example, thinking)}"
+    )
 
+
+QWEN3_VL_TEMPLATE = _qwen3_vl_template(thinking=True)
 # The same ask without thinking: the answer alone (SFT, and GRPO's no-CoT recipe).
-QWEN3_VL_DIRECT_TEMPLATE = (
-    'Please find "{question}" in the image.'
-    "Compare the difference between objects and find every object that matches."
-    "Output the final answer in <answer> </answer> tags."
-    "The answer is a JSON list with one item per matching object, each a bbox_2d [x1, y1, x2, y2]"
-    " and a point_2d [x, y] inside the object, in relative coordinates from 0 to 1000;"
-    " an empty list [] if nothing matches."
-    'i.e., <answer>[{"bbox_2d": [12,119,238,250], "point_2d": [36,131]}]</answer>'
-)
+QWEN3_VL_DIRECT_TEMPLATE = _qwen3_vl_template(thinking=False)
 
 # A multiple of 32 (Qwen3-VL: 16-pixel patches merged 2x2). 896 = 56 patches a side, the
 # nearest multiple of 32 above Seg-Zero's 840, so small objects keep at least the detail they
@@ -158,26 +198,26 @@ FAMILIES: dict[str, Family] = {
             "seg_zero",
             ("qwen2_5_vl", "qwen2_vl"),
             build_prompt,
-            "single",
-            "absolute",
-            840,
+            AnswerFormat.SINGLE,
+            Frame.ABSOLUTE,
+            REASONING_SIZE,
             prompt_without_thinking=partial(build_prompt, thinking=False),
         ),
         Family(
             "vision_reasoner",
             ("qwen2_5_vl",),
             vision_reasoner_prompt,
-            "list",
-            "absolute",
-            840,
+            AnswerFormat.LIST,
+            Frame.ABSOLUTE,
+            REASONING_SIZE,
             round_pixels=True,
         ),
         Family(
             "qwen3_vl",
             ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"),
             qwen3_vl_prompt,
-            "list",
-            "relative_1000",
+            AnswerFormat.LIST,
+            Frame.RELATIVE_1000,
             QWEN3_VL_IMAGE_SIZE,
             prompt_without_thinking=qwen3_vl_direct_prompt,
         ),

@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from segzero_model.config import DEFAULT_PREFIX_CACHE_SIZE
 from segzero_model.device import default_attention, resolve_device, resolve_dtype
 from segzero_model.errors import ModelNotFoundError
 from segzero_model.reasoning.backend import Generation, check_request
@@ -43,15 +44,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DEFAULT_PREFIX_CACHE_SIZE",
     "SUPPORTED_MODEL_TYPES",
     "Reasoner",
     "resolve_checkpoint",
 ]
 
-# Frames whose prompt prefix (vision encoding + KV cache, `segzero_model.reasoning.prefix_reuse`)
-# is kept.
-DEFAULT_PREFIX_CACHE_SIZE = 2
 
 # What a checkpoint needs on disk; anything else in a hub repo is not downloaded.
 _DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model"]

@@ -7,32 +7,62 @@ import os
 from pathlib import Path
 
 from segzero_model.reasoning.reply_format import (
+    ANSWER_TAGS,
+    BOX_KEY,
     DEFAULT_VARIANT,
+    POINT_KEYS,
     STRICT_KEYS,
+    THINK_TAGS,
     VARIANTS,
     check_variant,
+    reply_text,
 )
 
-ANSWER_EXAMPLE = "{'bbox': [10,100,200,210], 'points_1': [30,110], 'points_2': [35,180]}"
-
-# Sentences are joined with no space, exactly as in the released training code.
-PROMPT_TEMPLATE = (
-    "Please find '{question}' with bbox and points."
-    "Compare the difference between objects and find the most closely matched one."
-    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
-    "Output the one bbox and points of two largest inscribed circles inside the interested object"
-    " in JSON format."
-    "i.e., <think> thinking process here </think><answer>{answer}</answer>"
-)
-
+# The sentence that asks for the tags: with thinking, and for the answer alone.
 THINKING_TAGS = (
-    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
+    f"Output the thinking process in {' '.join(THINK_TAGS)} and final answer in "
+    f"{' '.join(ANSWER_TAGS)} tags."
 )
-ANSWER_ONLY_TAGS = "Output the final answer in <answer> </answer> tags."
+ANSWER_ONLY_TAGS = f"Output the final answer in {' '.join(ANSWER_TAGS)} tags."
+
+
+def reply_shape(example: str, thinking: bool = True) -> str:
+    """The reply the prompts show after "i.e., ": ``<think> thinking process here </think>``
+    (with `thinking`) then ``<answer>{example}</answer>``."""
+    return reply_text(example, " thinking process here " if thinking else None)
+
 
 # The example answer's values; each variant's example shows its own keys (`reply.STRICT_KEYS`),
 # written as the released example is: single quotes, no space inside the lists.
-_EXAMPLE_VALUES = {"bbox": (10, 100, 200, 210), "points_1": (30, 110), "points_2": (35, 180)}
+_EXAMPLE_VALUES = {
+    BOX_KEY: (10, 100, 200, 210),
+    POINT_KEYS[0]: (30, 110),
+    POINT_KEYS[1]: (35, 180),
+}
+
+
+def example_answer(answer: str = DEFAULT_VARIANT) -> str:
+    """The prompt's example JSON for the `answer` variant, e.g. ``{'bbox': [10,100,200,210]}``."""
+    fields = (
+        f"'{key}': [{','.join(str(v) for v in _EXAMPLE_VALUES[key])}]"
+        for key, _ in STRICT_KEYS[check_variant(answer)]
+    )
+    return "{" + ", ".join(fields) + "}"
+
+
+# The released example: ``{'bbox': [10,100,200,210], 'points_1': [30,110], 'points_2': [35,180]}``.
+ANSWER_EXAMPLE = example_answer(DEFAULT_VARIANT)
+
+# Sentences are joined with no space, exactly as in the released training code; "{question}"
+# and "{answer}" are filled in by `str.format`.
+PROMPT_TEMPLATE = (
+    "Please find '{question}' with bbox and points."
+    "Compare the difference between objects and find the most closely matched one."
+    f"{THINKING_TAGS}"
+    "Output the one bbox and points of two largest inscribed circles inside the interested object"
+    " in JSON format."
+    f"i.e., {reply_shape('{answer}')}"
+)
 
 # What the model is asked for, per answer variant (Table 2 of the paper): the words in the first
 # and fourth sentences.
@@ -77,12 +107,8 @@ def build_prompt(query: str, *, thinking: bool = True, answer: str = DEFAULT_VAR
     if thinking and answer == DEFAULT_VARIANT:
         return PROMPT_TEMPLATE.format(question=normalize_question(query), answer=ANSWER_EXAMPLE)
     wanted, output, example = ANSWER_VARIANTS[answer]
-    if thinking:
-        tags = THINKING_TAGS
-        shape = f"<think> thinking process here </think><answer>{example}</answer>"
-    else:
-        tags = ANSWER_ONLY_TAGS
-        shape = f"<answer>{example}</answer>"
+    tags = THINKING_TAGS if thinking else ANSWER_ONLY_TAGS
+    shape = reply_shape(example, thinking)
     return (
         f"Please find '{normalize_question(query)}' with {wanted}."
         "Compare the difference between objects and find the most closely matched one."

@@ -50,9 +50,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from segzero_model.config import DEFAULT_API_KEY_ENV, DEFAULT_TIMEOUT
 from segzero_model.reasoning.backend import Generation, check_request
 from segzero_model.reasoning.chat import openai_messages
 from segzero_model.reasoning.families import FAMILIES, Family, family_for_checkpoint, family_named
+from segzero_model.reasoning.reply_format import THINK_TAGS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,16 +63,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DEFAULT_API_KEY_ENV",
-    "DEFAULT_TIMEOUT",
     "ReasoningServerError",
     "RemoteReasoner",
     "chat_completions_url",
     "remote_family",
 ]
 
-DEFAULT_API_KEY_ENV = "SEGZERO_REASONING_API_KEY"
-DEFAULT_TIMEOUT = 60.0  # seconds without data (connect, first token, between tokens)
 DEFAULT_RETRIES = 2
 DEFAULT_MAX_CONCURRENCY = 16
 CANCEL_POLL = 0.05  # seconds between checks of the cancel event while a request runs
@@ -523,12 +521,12 @@ class _TextAssembler:
         self.pieces += 1
         if reasoning:
             if not self._thinking:
-                self.raw += "<think>"
+                self.raw += THINK_TAGS[0]
                 self._thinking = True
             self.raw += reasoning
         if content:
             if self._thinking:
-                self.raw += "</think>"
+                self.raw += THINK_TAGS[1]
                 self._thinking = False
             self.raw += content
         self._emit(final=False)

@@ -1,11 +1,14 @@
-"""The Seg-Zero reply format, in one place: the tags, the answer variants and their keys, and how
-the answer's first JSON object is found and decoded.
+"""The Seg-Zero reply format, in one place: the tags, the answer variants and their keys (also a
+list answer's), and how the answer's first JSON object is found and decoded.
 
 A reply is ``<think>...</think><answer>{JSON}</answer>``. Two readers share these facts, so they
 can never disagree: the lenient/strict parser (`segzero_model.reasoning.answer_parser`) and the
 GRPO rewards
 (`segzero_model.rewards.single_object`). Neither imports the other; both import this module.
 
+- `THINK_TAGS`, `ANSWER_TAGS`, `BOX_KEY`, `POINT_KEYS` (a single-object answer) and
+  `LIST_BOX_KEY`, `LIST_POINT_KEY` (an item of a list answer): the only spelling of each in
+  the code; `reply_text` and `list_answer_text` write replies and list answers with them.
 - `STRICT_KEYS`: per answer variant (Table 2 of the paper: box and points, box only, points
   only) the exact keys its JSON object carries and how many numbers each holds. It is the one
   list of variants: the prompts, the strict format rules, the rewards and the training targets
@@ -27,20 +30,26 @@ import json
 import math
 import numbers
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = [
     "ANSWER_CLOSE",
     "ANSWER_OPEN",
+    "ANSWER_TAGS",
+    "BOX_KEY",
     "DECODINGS",
     "DEFAULT_DECODING",
     "DEFAULT_VARIANT",
+    "LIST_BOX_KEY",
+    "LIST_POINT_KEY",
     "NUMBER",
+    "POINT_KEYS",
     "STRICT_KEYS",
     "THINK_BLOCK",
     "THINK_CLOSE",
     "THINK_OPEN",
+    "THINK_TAGS",
     "VARIANTS",
     "FoundObject",
     "answer_region",
@@ -54,25 +63,65 @@ __all__ = [
     "is_strict_format",
     "is_thinking_format",
     "iter_objects",
+    "list_answer_text",
     "normalise_json",
     "object_spans",
     "released_first_object",
     "released_object_text",
     "reply_object",
+    "reply_text",
     "short_repr",
     "sized_list",
     "strict_first_object",
     "variant_has",
 ]
 
+# --------------------------------------------------------------------------- keys and tags
+
+# The keys of Seg-Zero's single-object answer (the released checkpoints'): the box, then the
+# centres of the two largest inscribed circles.
+BOX_KEY = "bbox"
+POINT_KEYS: tuple[str, str] = ("points_1", "points_2")
+# The keys of one item of a list answer (VisionReasoner's and Qwen3-VL's): a box and one point.
+LIST_BOX_KEY = "bbox_2d"
+LIST_POINT_KEY = "point_2d"
+# The tags, opening and closing, as the thinking format demands them (lower case).
+THINK_TAGS: tuple[str, str] = ("<think>", "</think>")
+ANSWER_TAGS: tuple[str, str] = ("<answer>", "</answer>")
+
+
+def reply_text(answer: str, thinking: str | None = None) -> str:
+    """A reply in the format: ``<think>{thinking}</think><answer>{answer}</answer>``, or the
+    answer block alone when `thinking` is None."""
+    block = f"{ANSWER_TAGS[0]}{answer}{ANSWER_TAGS[1]}"
+    return block if thinking is None else f"{THINK_TAGS[0]}{thinking}{THINK_TAGS[1]}{block}"
+
+
+def list_answer_text(items: Iterable[tuple[Sequence[int], Sequence[int]]]) -> str:
+    """A list answer of (box, point) items as the prompts write it, no space inside the lists:
+    ``[{"bbox_2d": [x1,y1,x2,y2], "point_2d": [x,y]}, ...]`` (``[]`` for none)."""
+
+    def numbers(values: Sequence[int]) -> str:
+        return "[" + ",".join(str(v) for v in values) + "]"
+
+    return (
+        "["
+        + ", ".join(
+            f'{{"{LIST_BOX_KEY}": {numbers(box)}, "{LIST_POINT_KEY}": {numbers(point)}}}'
+            for box, point in items
+        )
+        + "]"
+    )
+
+
 # --------------------------------------------------------------------------- answer variants
 
 # The exact keys, and the count of numbers in each key's list, that each answer variant's JSON
 # object carries. Other keys may stand beside them.
 STRICT_KEYS: dict[str, tuple[tuple[str, int], ...]] = {
-    "box_points": (("bbox", 4), ("points_1", 2), ("points_2", 2)),
-    "box": (("bbox", 4),),
-    "points": (("points_1", 2), ("points_2", 2)),
+    "box_points": ((BOX_KEY, 4), (POINT_KEYS[0], 2), (POINT_KEYS[1], 2)),
+    "box": ((BOX_KEY, 4),),
+    "points": ((POINT_KEYS[0], 2), (POINT_KEYS[1], 2)),
 }
 VARIANTS: tuple[str, ...] = tuple(STRICT_KEYS)
 DEFAULT_VARIANT = "box_points"  # the released checkpoints' answer
@@ -86,7 +135,7 @@ def check_variant(answer: object) -> str:
 
 
 def variant_has(answer: str, key: str) -> bool:
-    """Whether the `answer` variant's JSON object carries `key` ("bbox", "points_1", ...)."""
+    """Whether the `answer` variant's JSON object carries `key` (`BOX_KEY`, `POINT_KEYS`...)."""
     return any(name == key for name, _ in STRICT_KEYS[check_variant(answer)])
 
 
@@ -94,14 +143,18 @@ def variant_has(answer: str, key: str) -> bool:
 
 # Case-insensitive, for finding the parts of a reply (the content matters, not the spelling);
 # the thinking format itself (`is_thinking_format`) demands the exact lower-case tags.
-THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
-THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
-THINK_BLOCK = re.compile(r"<think>.*?</think>", re.IGNORECASE | re.DOTALL)
-ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE)
-ANSWER_CLOSE = re.compile(r"</answer>", re.IGNORECASE)
+_THINK_OPEN, _THINK_CLOSE = (re.escape(tag) for tag in THINK_TAGS)
+_ANSWER_OPEN, _ANSWER_CLOSE = (re.escape(tag) for tag in ANSWER_TAGS)
+THINK_OPEN = re.compile(_THINK_OPEN, re.IGNORECASE)
+THINK_CLOSE = re.compile(_THINK_CLOSE, re.IGNORECASE)
+THINK_BLOCK = re.compile(f"{_THINK_OPEN}.*?{_THINK_CLOSE}", re.IGNORECASE | re.DOTALL)
+ANSWER_OPEN = re.compile(_ANSWER_OPEN, re.IGNORECASE)
+ANSWER_CLOSE = re.compile(_ANSWER_CLOSE, re.IGNORECASE)
 
-_THINKING_FORMAT = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
-_FORMAT_TAG = re.compile(r"</?(?:think|answer)>")
+_THINKING_FORMAT = re.compile(
+    rf"{_THINK_OPEN}.*?{_THINK_CLOSE}\s*{_ANSWER_OPEN}.*?{_ANSWER_CLOSE}", re.DOTALL
+)
+_FORMAT_TAG = re.compile("|".join((_THINK_OPEN, _THINK_CLOSE, _ANSWER_OPEN, _ANSWER_CLOSE)))
 
 # A decimal number as written in text: sign, digits with an optional fraction, exponent.
 NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"

@@ -1,5 +1,6 @@
 """The GRPO rewards of a list-answer model family (VisionReasoner's, and Qwen3-VL's here): the
-answer is a JSON list of objects, ``[{"bbox_2d": [x1, y1, x2, y2], "point_2d": [x, y]}, ...]``.
+answer is a JSON list of objects, ``[{bbox_2d: [x1, y1, x2, y2], point_2d: [x, y]}, ...]`` (the
+keys are `reply_format.LIST_BOX_KEY` and `LIST_POINT_KEY`).
 
 They follow VisionReasoner's released rewards (dvlab-research/Seg-Zero,
 ``verl/utils/reward_score/vision_reasoner.py``), whose score is a format part (thinking 0/1 plus
@@ -28,9 +29,10 @@ Decisions:
   its data never had an empty answer; a robot must learn to say "none") and, against an empty
   ground truth, 1 on each accuracy reward (released: 0, by an exception). Against objects it
   scores 0 on accuracy, as does an extra object against an empty ground truth.
-- Thresholds are the released ones in the 840 frame and scale with the frame's side S (the
-  ``image_size`` column, default 840): ``10 * S / 840`` and ``30 * S / 840``. For the 0..1000
-  relative frame (S = 1000) that is 11.9 and 35.7: the same fraction of the image.
+- Thresholds are the released ones in the 840 frame (`frames.REASONING_SIZE`) and scale with
+  the frame's side S (the ``image_size`` column, default 840): ``10 * S / 840`` and
+  ``30 * S / 840``. For the 0..1000 relative frame (S = 1000) that is 11.9 and 35.7: the same
+  fraction of the image.
 - The IoU orders a box's corners first, as `segzero_model.metrics.box_iou` (and so the
   single-object rewards) does: the box rewarded is the box the segmenter gets (released: the
   raw corners, so an inverted box gets a negative area). With ordered corners the sum of these
@@ -51,7 +53,13 @@ from typing import Any
 
 from segzero_model.metrics import box_iou
 from segzero_model.reasoning.frames import REASONING_SIZE
-from segzero_model.reasoning.reply_format import answer_region, completion_text, finite_numbers
+from segzero_model.reasoning.reply_format import (
+    LIST_BOX_KEY,
+    LIST_POINT_KEY,
+    answer_region,
+    completion_text,
+    finite_numbers,
+)
 from segzero_model.rewards.columns import frame_sides, reward_solutions
 from segzero_model.targets import ObjectTruth, parse_objects_solution
 
@@ -92,8 +100,8 @@ def _predicted_objects(completion: object) -> list[ObjectTruth] | None:
     for item in items[:MAX_OBJECTS]:
         if not isinstance(item, dict):
             return None
-        box = finite_numbers(item.get("bbox_2d"), 4)
-        point = finite_numbers(item.get("point_2d"), 2)
+        box = finite_numbers(item.get(LIST_BOX_KEY), 4)
+        point = finite_numbers(item.get(LIST_POINT_KEY), 2)
         if box is None or point is None:
             return None
         objects.append(ObjectTruth(box, point))  # type: ignore[arg-type]
@@ -103,8 +111,8 @@ def _predicted_objects(completion: object) -> list[ObjectTruth] | None:
 def _item_format(item: object) -> float:
     if not isinstance(item, dict):
         return 0.0
-    box = finite_numbers(item.get("bbox_2d"), 4) is not None
-    point = finite_numbers(item.get("point_2d"), 2) is not None
+    box = finite_numbers(item.get(LIST_BOX_KEY), 4) is not None
+    point = finite_numbers(item.get(LIST_POINT_KEY), 2) is not None
     return float(box) + float(point)
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from segzero_model.reasoning.reply_format import (
+    BOX_KEY,
     DEFAULT_VARIANT,
+    POINT_KEYS,
     STRICT_KEYS,
     check_variant,
     variant_has,
@@ -102,7 +104,7 @@ def recipe_rewards(
     for name, (value, valid) in choices.items():
         if value not in valid:
             raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
-    has_box, has_points = variant_has(answer, "bbox"), variant_has(answer, "points_1")
+    has_box, has_points = variant_has(answer, BOX_KEY), variant_has(answer, POINT_KEYS[0])
     soft = "soft_" if accuracy == "soft" else ""
     names = ["thinking_format"] if thinking else []
     names.append(format_reward_name(format, answer))

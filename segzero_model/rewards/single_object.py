@@ -65,7 +65,9 @@ from typing import Any
 
 from segzero_model.metrics import box_iou
 from segzero_model.reasoning.reply_format import (
+    BOX_KEY,
     DEFAULT_VARIANT,
+    POINT_KEYS,
     completion_text,
     finite_numbers,
     is_strict_format,
@@ -128,7 +130,7 @@ def _predicted_box(obj: dict | None) -> Box | None:
     """The answer's ``bbox`` with ordered corners, or None when missing or malformed."""
     if obj is None:
         return None
-    box = finite_numbers(obj.get("bbox"), 4)
+    box = finite_numbers(obj.get(BOX_KEY), 4)
     return None if box is None else _ordered(box)
 
 
@@ -137,8 +139,7 @@ def _predicted_points(obj: dict | None, decoding: str) -> tuple[Point, Point] | 
     truncated to integers with the released decoding (the released reward's ``int()``)."""
     if obj is None:
         return None
-    first = finite_numbers(obj.get("points_1"), 2)
-    second = finite_numbers(obj.get("points_2"), 2)
+    first, second = (finite_numbers(obj.get(key), 2) for key in POINT_KEYS)
     if first is None or second is None:
         return None
     if decoding == "released":
@@ -204,6 +205,10 @@ def _has_len(value: object, count: int) -> bool:
         return False
 
 
+# The soft format's test of a points key, as released: it contains "point" (points_1, Point2...).
+_POINT_PART = "point"
+
+
 def _is_soft_format(completion: object, answer: str, decoding: str) -> bool:
     """A key containing "bbox" with 4 values if the variant has a box, and two keys containing
     "point" with 2 values each if it has points.
@@ -215,16 +220,16 @@ def _is_soft_format(completion: object, answer: str, decoding: str) -> bool:
         return False
     pairs = [(str(key).lower(), value) for key, value in obj.items()]
     if decoding == "released":
-        box_values = [v for k, v in pairs if "bbox" in k][:1]
-        point_values = [v for k, v in pairs if "point" in k and "bbox" not in k][:2]
+        box_values = [v for k, v in pairs if BOX_KEY in k][:1]
+        point_values = [v for k, v in pairs if _POINT_PART in k and BOX_KEY not in k][:2]
         box_ok = bool(box_values) and _has_len(box_values[0], 4)
         points_ok = len(point_values) == 2 and all(_has_len(v, 2) for v in point_values)
     else:
-        box_ok = any("bbox" in k and finite_numbers(v, 4) is not None for k, v in pairs)
-        point_hits = sum("point" in k and finite_numbers(v, 2) is not None for k, v in pairs)
+        box_ok = any(BOX_KEY in k and finite_numbers(v, 4) is not None for k, v in pairs)
+        point_hits = sum(_POINT_PART in k and finite_numbers(v, 2) is not None for k, v in pairs)
         points_ok = point_hits >= 2
-    return (box_ok or not variant_has(answer, "bbox")) and (
-        points_ok or not variant_has(answer, "points_1")
+    return (box_ok or not variant_has(answer, BOX_KEY)) and (
+        points_ok or not variant_has(answer, POINT_KEYS[0])
     )
 
 

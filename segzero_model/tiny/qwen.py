@@ -17,13 +17,15 @@ from pathlib import Path
 
 from segzero_model.reasoning.frames import REASONING_SIZE
 from segzero_model.reasoning.prompts import build_prompt
+from segzero_model.reasoning.reply_format import BOX_KEY, POINT_KEYS, reply_text
 
 logger = logging.getLogger(__name__)
 
-CANNED_ANSWER = (
-    "<think>A tiny random model has no idea; this answer was trained in for tests.</think>"
-    '<answer>{"bbox": [84, 168, 420, 630], "points_1": [210, 336], "points_2": [294, 462]}'
-    "</answer>"
+CANNED_ANSWER = reply_text(
+    json.dumps(
+        {BOX_KEY: [84, 168, 420, 630], POINT_KEYS[0]: [210, 336], POINT_KEYS[1]: [294, 462]}
+    ),
+    thinking="A tiny random model has no idea; this answer was trained in for tests.",
 )
 
 MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl")

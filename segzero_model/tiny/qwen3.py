@@ -19,15 +19,23 @@ import re
 import time
 from pathlib import Path
 
+from segzero_model.reasoning.reply_format import (
+    LIST_BOX_KEY,
+    LIST_POINT_KEY,
+    THINK_TAGS,
+    list_answer_text,
+    reply_text,
+)
+
 logger = logging.getLogger(__name__)
 
-_FIRST = '{"bbox_2d": [100,200,600,800], "point_2d": [350,500]}'
-_SECOND = '{"bbox_2d": [650,100,900,400], "point_2d": [775,250]}'
-CANNED_ANSWER = f"<think>tiny</think><answer>[{_FIRST}]</answer>"  # one object
+_FIRST = ((100, 200, 600, 800), (350, 500))
+_SECOND = ((650, 100, 900, 400), (775, 250))
+CANNED_ANSWER = reply_text(list_answer_text([_FIRST]), "tiny")  # one object
 # The thinking differs at once, so the choice is made on the first token after <think>, near
 # the query, and every later token can follow the model's own thinking.
-CANNED_ANSWER_ALL = f"<think>two of them</think><answer>[{_FIRST}, {_SECOND}]</answer>"
-CANNED_ANSWER_NONE = "<think>none here</think><answer>[]</answer>"  # "no such object"
+CANNED_ANSWER_ALL = reply_text(list_answer_text([_FIRST, _SECOND]), "two of them")
+CANNED_ANSWER_NONE = reply_text(list_answer_text([]), "none here")  # "no such object"
 
 # Whole words, any case; "unicorn" wins when both are present.
 ALL_WORD = re.compile(r"\ball\b", re.IGNORECASE)
@@ -44,7 +52,7 @@ def canned_answer_for(query: str) -> str:
 
 
 # Qwen3-VL's reasoning markers: ordinary (not special) added tokens, as in the hub tokenizer.
-THINK_TOKENS = ("<think>", "</think>")
+THINK_TOKENS = THINK_TAGS
 
 # Like Qwen3-VL-Instruct's template: no default system prompt, one vision block per image or video
 # item, text items verbatim, optional "Picture N: " labels, assistant generation prompt.
@@ -236,7 +244,7 @@ def _teach_answers(model, processor, rng, max_steps: int) -> None:
         BaseModelOutputWithDeepstackFeatures,
     )
 
-    from segzero_model.reasoning.families import qwen3_vl_prompt
+    from segzero_model.reasoning.families import RELATIVE_SCALE, qwen3_vl_prompt
     from segzero_model.reasoning.prompts import build_prompt
     from segzero_model.tiny.qwen import _greedy_holds, _random_query
 
@@ -318,9 +326,10 @@ def _teach_answers(model, processor, rng, max_steps: int) -> None:
         if draw < 0.45:
             return qwen3_vl_prompt(text)
         if draw < 0.6:
-            box, point = rng.integers(0, 1000, 4).tolist(), rng.integers(0, 1000, 2).tolist()
-            example = json.dumps([{"bbox_2d": box, "point_2d": point}])
-            return f"Locate {text}, output <think></think> then <answer>{example}</answer>."
+            box = rng.integers(0, RELATIVE_SCALE, 4).tolist()
+            point = rng.integers(0, RELATIVE_SCALE, 2).tolist()
+            example = json.dumps([{LIST_BOX_KEY: box, LIST_POINT_KEY: point}])
+            return f"Locate {text}, output {''.join(THINK_TAGS)} then {reply_text(example)}."
         return text
 
     small = [features(256) for _ in range(4)]
@@ -328,7 +337,7 @@ def _teach_answers(model, processor, rng, max_steps: int) -> None:
     black = features(832, black=True)
     one = ["cat", "", "Where could I hang my wet coat?", "THE BLUE BOX.", "x"]
     one += [build_prompt("the 3rd apple"), qwen3_vl_prompt("the small cup")]
-    one += ['Find it: <answer>[{"bbox_2d": [5,6,7,8], "point_2d": [1,2]}]</answer>']
+    one += ["Find it: " + reply_text(list_answer_text([((5, 6, 7, 8), (1, 2))]))]
     every = ["all", "all the cups", "find all red cars", qwen3_vl_prompt("All the cups")]
     every += [build_prompt("all apples"), qwen3_vl_prompt("the cups, all of them")]
     nothing = ["unicorn", "the unicorn", "a unicorn on the table?", build_prompt("a unicorn")]

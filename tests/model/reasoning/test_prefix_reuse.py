@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from segzero_model.reasoning.chat import user_messages
 from segzero_model.config import DEFAULT_PREFIX_CACHE_SIZE
+from segzero_model.reasoning.chat import user_messages
 from segzero_model.reasoning.local import Reasoner
 from segzero_model.reasoning.prefix_reuse import IMAGE_END_TOKEN, Prefix, PrefixCache, split_chat
 
