@@ -38,6 +38,7 @@ MIN_DEPTH_BAND_M = 0.05  # ...but never a band narrower than this (a flat face h
 # noise, so trim more.
 XY_PERCENTILES = (0.5, 99.5)
 Z_PERCENTILES = (2.0, 98.0)
+ERODE_PX = 3  # colour pixels shaved off the mask's edge first: depth bleeds there
 MAX_STAT_POINTS = 20000  # sample larger masks on a grid: as accurate, and fast at 1280x720
 
 
@@ -234,7 +235,7 @@ def locate_object(
     color: Intrinsics,
     depth: Intrinsics | None = None,
     *,
-    erode_px: int = 3,
+    erode_px: int = ERODE_PX,
     keep_cloud: bool = False,
     max_cloud_points: int = 5000,
 ) -> ObjectGeometry:
