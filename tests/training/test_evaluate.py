@@ -308,3 +308,54 @@ def test_the_training_layout_and_a_folder_are_evaluated_too(
     summary = read_summary(output)
     assert summary["dataset"]["layout"] == "folder" and summary["count"] == 2
     assert summary["giou"] is not None and [r["id"] for r in read_lines(output)] == ["0", "1"]
+
+
+def test_evaluate_with_a_reasoning_url_sends_rows_concurrently_and_scores_as_locally(
+    reasoning_server, tiny_cache, tmp_path, monkeypatch, capsys
+):
+    """The same rows, scored in the same order, as the local run; the server gets several
+    requests at once (--concurrency 3, seen in its in-flight count)."""
+    import threading
+
+    from segzero_model.reasoning.remote import RemoteReasoner
+    from segzero_training import evaluate
+
+    monkeypatch.setenv("SEGZERO_CACHE", str(tiny_cache))
+    dataset = make_dataset(tmp_path / "set")
+    common = ["--tiny", "--device", "cpu", "--max-new-tokens", "128", "--dataset", str(dataset)]
+    assert evaluate.main([*common, "--output-dir", str(tmp_path / "local")]) == 0
+
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+    real = RemoteReasoner.generate
+
+    def counting(self, *args, **kwargs):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        try:
+            return real(self, *args, **kwargs)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    monkeypatch.setattr(RemoteReasoner, "generate", counting)
+    remote_dir = tmp_path / "remote"
+    argv = [*common, "--output-dir", str(remote_dir), "--reasoning-url", reasoning_server]
+    assert evaluate.main([*argv, "--concurrency", "3"]) == 0
+    assert most[0] == 3
+    local_rows = read_lines(tmp_path / "local")
+    remote_rows = read_lines(remote_dir)
+    assert [r["index"] for r in remote_rows] == list(range(len(TEXTS)))
+    keys = ("index", "status", "raw_output", "intersection", "union", "failed", "bbox")
+    assert [{k: r.get(k) for k in keys} for r in remote_rows] == [
+        {k: r.get(k) for k in keys} for r in local_rows
+    ]
+    summary = read_summary(remote_dir)
+    settings = summary["settings"]
+    assert (settings["reasoning_url"], settings["concurrency"]) == (reasoning_server, 3)
+    assert settings["device"] == "remote" and settings["dtype"] is None
+    assert summary["giou"] == read_summary(tmp_path / "local")["giou"]
+    capsys.readouterr()
+    assert evaluate.main([*common, "--output-dir", str(tmp_path / "x"), "--concurrency", "2"]) == 2
+    assert "--concurrency needs --reasoning-url" in capsys.readouterr().err
