@@ -1,8 +1,7 @@
 """Training rows (the released ``refCOCOg_9k_840`` layout) as TRL conversational examples.
 
 GRPO and SFT both build their examples here, from `segzero_model.reasoning.prompts.build_messages`,
-so a
-model is trained on exactly the chat the reasoner later sends it:
+so a model is trained on exactly the chat the reasoner later sends it:
 
 - GRPO: ``prompt`` (the user turn: image + prompt text), ``image`` (the family's square image),
   ``solution`` (the ground truth the rewards read); ``id`` and the original size stay beside.

@@ -33,8 +33,7 @@ Written to ``--output-dir``:
   ``failed`` and the pipeline's result (`SegmentationResult.to_json_dict`: status, reason,
   bbox and points in original pixels, score, reasoning, raw output, timings).
 The reasoning model is asked in its model family (`segzero_model.reasoning.families`: prompt, image
-size,
-answer format and frame; ``--model-family``, default auto from the checkpoint), and a family
+size, answer format and frame; ``--model-family``, default auto from the checkpoint), and a family
 that answers a list of objects is scored on the union of their masks.
 
 - ``run.json``: what produced results.jsonl (models, dataset, split, max_new_tokens, dtype,

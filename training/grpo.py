@@ -7,13 +7,11 @@
     python training/grpo.py --config training/configs/smoke.yaml   # a 1-minute CPU run
 
 The model gets each training image (840x840) and the prompt of `segzero_model.reasoning.prompts`
-(or of
-the recipe's ``model_family``, `segzero_model.reasoning.families`, at its image size), samples
-``num_generations`` completions per prompt and is pushed towards the ones the rewards score
+(or of the recipe's ``model_family``, `segzero_model.reasoning.families`, at its image size),
+samples ``num_generations`` completions per prompt and is pushed towards the ones the rewards score
 higher: Seg-Zero's for one object (`segzero_model.rewards.single_object`), VisionReasoner's for a
-family that
-answers a list of objects (`segzero_model.rewards.objects`, in the family's frame: pixels, or
-0..1000 for Qwen3-VL); SAM2 plays no part in training. Keys are the fields of
+family that answers a list of objects (`segzero_model.rewards.objects`, in the family's frame:
+pixels, or 0..1000 for Qwen3-VL); SAM2 plays no part in training. Keys are the fields of
 `SegZeroArguments` (model, data and the paper's ablation switches) and of TRL's `GRPOConfig`,
 whose defaults here are the paper's (`SegZeroGRPOConfig`); ``key=value`` is accepted for
 ``--key value`` (`segzero_training.recipe`).

@@ -7,8 +7,7 @@ the training-time strict format reward accepts, so the two can be compared.
 
 The reply format itself (the tags, the strict keys, how the JSON objects are found and decoded)
 is `segzero_model.reasoning.reply_format`'s, which the rewards read too. Pure standard library: the
-JSON is
-decoded with ``json`` (after a textual normalisation when needed), never evaluated.
+JSON is decoded with ``json`` (after a textual normalisation when needed), never evaluated.
 """
 
 from __future__ import annotations

@@ -2,9 +2,8 @@
 
 Follows the released Seg-Zero inference recipe: every image is resized to a square (840x840
 for Seg-Zero; the model family's `image_size`, `segzero_model.reasoning.families`), the user turn
-is the
-image then the family's prompt, and decoding is greedy. Parsing the answer is not this module's
-job.
+is the image then the family's prompt, and decoding is greedy. Parsing the answer is not this
+module's job.
 """
 
 from __future__ import annotations
@@ -63,9 +62,8 @@ class Reasoner:
 
     `prefix_cache_size`: the number of frames whose prompt prefix (system prompt and image:
     the vision encoding and its KV cache, `segzero_model.reasoning.prefix_reuse`) is kept for
-    further queries
-    on the same frame; 0 turns the reuse off. `compile`: decode with a static KV cache and
-    `torch.compile` (meant for CUDA; it cannot be combined with prefix reuse).
+    further queries on the same frame; 0 turns the reuse off. `compile`: decode with a static KV
+    cache and `torch.compile` (meant for CUDA; it cannot be combined with prefix reuse).
     """
 
     def __init__(
@@ -230,9 +228,8 @@ class Reasoner:
         stamp; a key of None, or no keys: the pixels are hashed). A batch of one whose image
         was seen in one of the last `prefix_cache_size` generations reuses its prompt prefix
         (vision encoding and KV cache, `segzero_model.reasoning.prefix_reuse`) and prefills only
-        the query's
-        tokens; the tokens generated are the same. Larger batches are generated without reuse.
-        `on_text` receives text chunks as they are decoded (batch of one only; the chunks
+        the query's tokens; the tokens generated are the same. Larger batches are generated without
+        reuse. `on_text` receives text chunks as they are decoded (batch of one only; the chunks
         concatenate to `text`). `cancel` is checked after every token; once set, generation
         stops and the partial text is returned.
         `min_new_tokens` suppresses the end token until that many were generated (benchmarks of

@@ -62,8 +62,7 @@ IMAGE_END_TOKEN = "<|vision_end|>"
 
 # Model types whose prefix reuse is tested token for token against plain generation
 # (tests/model/reasoning/test_prefix_reuse.py). Others (Qwen3.5's linear-attention layers, the MoE
-# variants) are
-# generated without reuse until a test covers them.
+# variants) are generated without reuse until a test covers them.
 REUSABLE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 

@@ -3,8 +3,8 @@ list answer's), and how the answer's first JSON object is found and decoded.
 
 A reply is ``<think>...</think><answer>{JSON}</answer>``. Two readers share these facts, so they
 can never disagree: the lenient/strict parser (`segzero_model.reasoning.answer_parser`) and the
-GRPO rewards
-(`segzero_model.rewards.single_object`). Neither imports the other; both import this module.
+GRPO rewards (`segzero_model.rewards.single_object`). Neither imports the other; both import this
+module.
 
 - `THINK_TAGS`, `ANSWER_TAGS`, `BOX_KEY`, `POINT_KEYS` (a single-object answer) and
   `LIST_BOX_KEY`, `LIST_POINT_KEY` (an item of a list answer): the only spelling of each in

@@ -6,9 +6,8 @@ They follow VisionReasoner's released rewards (dvlab-research/Seg-Zero,
 ``verl/utils/reward_score/vision_reasoner.py``), whose score is a format part (thinking 0/1 plus
 a segmentation format 0..2), an accuracy part (0..3) and a non-repeat part (0/1). Here each part
 is its own function in the open-r1 style of `segzero_model.rewards.single_object`, so TRL logs each
-one; the
-thinking part is `rewards.thinking_format_reward`. With every reward at weight 1 their sum is
-the released score, except where a decision below says otherwise.
+one; the thinking part is `rewards.thinking_format_reward`. With every reward at weight 1 their sum
+is the released score, except where a decision below says otherwise.
 
 - ``objects_format``: per item of the answer's list, 1 for a ``bbox_2d`` of 4 finite numbers
   and 1 for a ``point_2d`` of 2, averaged over the items (0..2, as released).

@@ -1,7 +1,6 @@
 """The reply format (segzero_model/reasoning/reply_format.py): JSON discovery, the answer region,
-TRL's completion
-formats, the thinking and strict formats, and the one list of answer variants that the prompts,
-the rewards, the strict parser and the SFT targets all follow."""
+TRL's completion formats, the thinking and strict formats, and the one list of answer variants that
+the prompts, the rewards, the strict parser and the SFT targets all follow."""
 
 from __future__ import annotations
 

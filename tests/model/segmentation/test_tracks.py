@@ -1,6 +1,5 @@
 """segzero_model.segmentation.tracks: queries' tracks (replace, cap, stop) and loss, on the real
-tracker
-with the tiny SAM2 checkpoint."""
+tracker with the tiny SAM2 checkpoint."""
 
 from __future__ import annotations
 
