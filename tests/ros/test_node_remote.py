@@ -23,8 +23,8 @@ ros_importorskip(
 from action_msgs.msg import GoalStatus  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from ros_harness import R, restored_parameters, wait_until  # noqa: E402
+from stub_server import StubServer  # noqa: E402
 from test_node_diagnostics import values, wait_status  # noqa: E402
-from test_remote_reasoner import StubServer  # noqa: E402
 
 from segzero_model.reasoning.answer_parser import extract_thinking  # noqa: E402
 from segzero_model.tiny.qwen import CANNED_ANSWER  # noqa: E402
