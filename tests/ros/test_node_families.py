@@ -64,7 +64,7 @@ def query(text: str, namespace: str = NAMESPACE) -> subprocess.CompletedProcess:
 
 def test_the_node_loads_the_tiny_qwen3_vl(qwen3_node):
     node, reasoner = qwen3_node
-    assert f"the tiny Qwen3-VL {reasoner}" in node.text
+    assert f"--tiny, model_family qwen3_vl: the tiny models {reasoner}," in node.text
 
 
 def test_a_query_with_all_prints_two_objects(qwen3_node):
