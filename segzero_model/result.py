@@ -24,6 +24,10 @@ class Status(str, enum.Enum):
     CANCELLED = "cancelled"  # the caller stopped the generation
     OUT_OF_MEMORY = "out_of_memory"
     ERROR = "error"  # anything else, with the exception text as reason
+    # Outcomes of a server in front of the pipeline (the ROS node), never of the pipeline itself:
+    NO_IMAGE = "no_image"  # no camera frame received yet
+    STALE_IMAGE = "stale_image"  # the newest frame is older than the server allows
+    DROPPED = "dropped"  # the request queue was full, or the server not running
 
 
 @dataclass

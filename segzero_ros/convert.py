@@ -1,6 +1,10 @@
 """Pure conversions between ROS messages and `segzero_model` types (no node, no rclpy), so
 each one is tested on its own.
 
+Statuses: `segzero_model.result.Status` is their one definition; the message's constant of a
+status is the one of the same name (`status_code`), so no number is written twice. The same
+holds for track states (TRACKING / LOST of `segzero_model.segmentation.tracks`).
+
 Camera images: rgb8, bgr8, rgba8, bgra8, mono8 and mono16 (either endianness, any row padding)
 are converted here; other encodings go to ROS 2's cv_bridge when it is installed.
 """
@@ -26,25 +30,27 @@ _ENCODINGS = {
 }
 SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
 
-# SegmentationResult.msg status constants, by segzero_model status.
-STATUS_CODES = {
-    Status.OK: 0,
-    Status.INVALID_QUERY: 1,
-    Status.INVALID_IMAGE: 2,
-    Status.UNPARSEABLE_ANSWER: 3,
-    Status.CANCELLED: 4,
-    Status.OUT_OF_MEMORY: 5,
-    Status.ERROR: 6,
-    Status.NOT_FOUND: 10,  # the model answered that no such object is in view
-}
-# Failures that only the node can produce (no image yet, stale image, dropped from the queue).
-NO_IMAGE, STALE_IMAGE, DROPPED = 7, 8, 9
-STATUS_NAMES = {
-    **{code: status.name for status, code in STATUS_CODES.items()},
-    NO_IMAGE: "NO_IMAGE",
-    STALE_IMAGE: "STALE_IMAGE",
-    DROPPED: "DROPPED",
-}
+
+def status_code(status: Status) -> int:
+    """The segzero_ros/SegmentationResult status constant of `status` (the one of its name)."""
+    from segzero_ros.msg import SegmentationResult as ResultMsg
+
+    return getattr(ResultMsg, status.name)
+
+
+def status_from_code(code: int) -> Status:
+    """The `Status` of a SegmentationResult status constant (ValueError for an unknown one)."""
+    for status in Status:
+        if status_code(status) == code:
+            return status
+    raise ValueError(f"no Status has the SegmentationResult status constant {code}")
+
+
+def track_state_code(state: str) -> int:
+    """The segzero_ros/TrackedObject state constant of a track state (TRACKING or LOST)."""
+    from segzero_ros.msg import TrackedObject
+
+    return getattr(TrackedObject, state)
 
 
 class ImageConversionError(ValueError):
@@ -260,15 +266,9 @@ def object_msg(obj: AnsweredObject, instance_id: int):
     return msg
 
 
-def result_to_msg(
-    result: SegmentationResult,
-    header,
-    query_id: str = "",
-    status_code: int | None = None,
-):
-    """`SegmentationResult` → segzero_ros/SegmentationResult. `status_code` overrides the status
-    for failures only the node knows (NO_IMAGE, STALE_IMAGE, DROPPED). An OK result's `objects`
-    hold every answered object (bbox, points, score stay the first one's, mask the union)."""
+def result_to_msg(result: SegmentationResult, header, query_id: str = ""):
+    """`SegmentationResult` → segzero_ros/SegmentationResult. An OK result's `objects` hold
+    every answered object (bbox, points, score stay the first one's, mask the union)."""
     from geometry_msgs.msg import Point
 
     from segzero_ros.msg import SegmentationResult as ResultMsg
@@ -278,8 +278,8 @@ def result_to_msg(
     msg.header = header
     msg.query_id = query_id
     msg.query = result.query
-    msg.status = STATUS_CODES[result.status] if status_code is None else status_code
-    msg.status_name = STATUS_NAMES[msg.status]
+    msg.status = status_code(result.status)
+    msg.status_name = result.status.name
     msg.error = result.reason
     msg.reasoning = result.reasoning or ""
     msg.raw_output = result.raw_output
@@ -294,7 +294,6 @@ def result_to_msg(
         StageTiming(stage=name, seconds=float(seconds)) for name, seconds in result.timings.items()
     ]
     msg.generated_tokens = int(result.num_generated_tokens)
-    if status_code is None:
-        msg.objects = [object_msg(o, k) for k, o in enumerate(result_objects(result), start=1)]
+    msg.objects = [object_msg(o, k) for k, o in enumerate(result_objects(result), start=1)]
     msg.depth_status_name = "OFF"  # until the 3D stage (segzero_ros.spatial) locates it
     return msg

@@ -13,9 +13,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-# Statuses (SegmentationResult status names) that say the node or model failed, as opposed to
-# a bad request (empty query, bad image, no or stale camera frame) or a full queue.
-INTERNAL_FAILURES = frozenset({"ERROR", "OUT_OF_MEMORY"})
+from segzero_model.result import Status
+
+# Statuses that say the node or model failed, as opposed to a bad request (empty query, bad
+# image, no or stale camera frame) or a full queue.
+INTERNAL_FAILURES = frozenset({Status.ERROR, Status.OUT_OF_MEMORY})
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class StatsSnapshot:
     window: int  # latencies the median is over
     recent_failures: int  # non-OK results among the last `recent` outcomes
     recent_internal_failures: int  # trailing run of ERROR / OUT_OF_MEMORY results
-    last_status: str | None
+    last_status: Status | None
 
     @property
     def total(self) -> int:
@@ -43,22 +45,22 @@ class Stats:
             raise ValueError(f"window and recent must be at least 1, got {window}, {recent}")
         self._lock = threading.Lock()
         self._latencies: collections.deque[float] = collections.deque(maxlen=window)
-        self._recent: collections.deque[str] = collections.deque(maxlen=recent)
+        self._recent: collections.deque[Status] = collections.deque(maxlen=recent)
         self._answered = self._failed = self._dropped = 0
         self._last_latency: float | None = None
         self._internal_run = 0
 
-    def record(self, status_name: str, latency: float | None = None) -> None:
+    def record(self, status: Status, latency: float | None = None) -> None:
         """Count one result; `latency` (seconds) only for queries that were served."""
         with self._lock:
-            if status_name == "OK":
+            if status is Status.OK:
                 self._answered += 1
-            elif status_name == "DROPPED":
+            elif status is Status.DROPPED:
                 self._dropped += 1
             else:
                 self._failed += 1
-            self._internal_run = self._internal_run + 1 if status_name in INTERNAL_FAILURES else 0
-            self._recent.append(status_name)
+            self._internal_run = self._internal_run + 1 if status in INTERNAL_FAILURES else 0
+            self._recent.append(status)
             if latency is not None:
                 self._latencies.append(float(latency))
                 self._last_latency = float(latency)
@@ -73,7 +75,7 @@ class Stats:
                 last_latency=self._last_latency,
                 median_latency=statistics.median(latencies) if latencies else None,
                 window=len(latencies),
-                recent_failures=sum(status != "OK" for status in self._recent),
+                recent_failures=sum(status is not Status.OK for status in self._recent),
                 recent_internal_failures=self._internal_run,
                 last_status=self._recent[-1] if self._recent else None,
             )
@@ -104,14 +106,14 @@ def health(
     if snapshot.recent_internal_failures >= ERROR_RUN:
         return "ERROR", (
             f"the last {snapshot.recent_internal_failures} queries failed inside the node or "
-            f"model (last: {snapshot.last_status})"
+            f"model (last: {_name(snapshot.last_status)})"
         )
     if not loaded:
         return "WARN", "models not loaded (node not active)"
     if snapshot.recent_failures:
         return "WARN", (
             f"{snapshot.recent_failures} of the recent results failed or were dropped "
-            f"(last: {snapshot.last_status})"
+            f"(last: {_name(snapshot.last_status)})"
         )
     return "OK", "ready"
 
@@ -265,6 +267,10 @@ def diagnostic_array(
     array = DiagnosticArray(status=[status])
     array.header.stamp = stamp
     return array
+
+
+def _name(status: Status | None) -> str:
+    return str(status) if status is None else status.name
 
 
 def _seconds(seconds: float | None) -> str:

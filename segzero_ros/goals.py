@@ -16,9 +16,11 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from action_msgs.msg import GoalStatus
-from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.action import CancelResponse, GoalResponse
 
 from segzero_ros.action import Segment
 from segzero_ros.inputs import Request
@@ -29,29 +31,31 @@ FEEDBACK_MIN_PERIOD = 0.05  # at most ~20 feedback messages per second per goal
 RESULT_WAIT_TIMEOUT = 2.0  # seconds deactivate waits for ended goals to send their results
 
 
+@dataclass(frozen=True)
+class GoalServices:
+    """What the goal flow uses of the node: no node object, so it is built and tested alone."""
+
+    action_server: Callable[..., Any]  # rclpy.action.ActionServer with the node bound
+    context_ok: Callable[[], bool]  # False once the ROS context shuts down
+    submit: Callable[[Request], None]  # queue a request as a job
+    worker: Callable[[], Worker | None]  # the node's worker (None while unconfigured)
+    accepting: Callable[[], bool]  # the node is active
+    error_result: Callable[[Request, str], Any]  # an ERROR result message for a request
+
+
 class SegmentGoals:
     """The action server and its goals' bookkeeping; the node calls `start`/`stop` at
     activate/deactivate and `started`/`resolved` from the worker's side."""
 
-    def __init__(
-        self,
-        node,
-        submit: Callable[[Request], None],
-        worker: Callable[[], Worker | None],
-        accepting: Callable[[], bool],
-        error_result: Callable[[Request, str], object],
-    ):
-        self._node = node
-        self._submit = submit
-        self._worker = worker
-        self._accepting = accepting
-        self._error_result = error_result
-        self._server: ActionServer | None = None
+    def __init__(self, services: GoalServices):
+        self._services = services
+        self._submit = services.submit
+        self._worker = services.worker
+        self._server = None  # the ActionServer while active
         self._open: set[str] = set()  # goals whose execute callback has not returned
 
     def start(self, name: str, callback_group) -> None:
-        self._server = ActionServer(
-            self._node,
+        self._server = self._services.action_server(
             Segment,
             name,
             execute_callback=self._execute,
@@ -72,7 +76,7 @@ class SegmentGoals:
     # -- callbacks (executor threads)
 
     def _goal_cb(self, goal) -> GoalResponse:
-        return GoalResponse.ACCEPT if self._accepting() else GoalResponse.REJECT
+        return GoalResponse.ACCEPT if self._services.accepting() else GoalResponse.REJECT
 
     def _accepted_cb(self, goal_handle) -> None:
         goal = goal_handle.request
@@ -111,9 +115,14 @@ class SegmentGoals:
             goal_handle.abort()
             return Segment.Result()
         while not job.wait(0.5):
-            if not self._node.context.ok():
+            if not self._services.context_ok():
                 break
-        msg = job.outcome or self._error_result(job.payload, "no result")
+        answer = job.outcome  # a worker.Answer
+        msg = (
+            answer.msg
+            if answer is not None
+            else self._services.error_result(job.payload, "no result")
+        )
         if msg.status == msg.CANCELLED and job.payload.client_cancelled:
             # The cancel request becomes CANCELING just after our cancel callback returns.
             deadline = time.monotonic() + 1.0
@@ -177,7 +186,7 @@ class SegmentGoals:
     def _wait_results_sent(self) -> None:
         """Give the goals that just ended a moment to reach their terminal state and send
         their results (executor tasks) before the action server goes."""
-        if not self._open or not self._node.context.ok():
+        if not self._open or not self._services.context_ok():
             return
         deadline = time.monotonic() + RESULT_WAIT_TIMEOUT
         while self._open and time.monotonic() < deadline:

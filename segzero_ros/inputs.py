@@ -26,7 +26,6 @@ class Request:
     goal_handle: Any = None
     executing: bool = False  # goal_handle.execute() was called
     client_cancelled: bool = False
-    parts: tuple | None = None  # (SegmentationResult, RGB array, 3D geometry) to publish after
 
 
 def stamp_ns(header) -> int:

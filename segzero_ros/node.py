@@ -7,7 +7,9 @@ This module is the lifecycle and the wiring. The rooms around it: `main` (the co
 `inputs` (frames and requests), `worker` (one thread serving jobs in order), `tracking` (the
 answered objects followed on later frames, and its device lock), `spatial` and `depth_sync`
 (the 3D position from a depth camera), `convert` (messages <-> numpy), `params` (the one
-parameter table).
+parameter table). A room gets a small frozen services object (`GoalServices`,
+`SpatialServices`, `TrackingServices`: the node's callables it uses), never the node, so each
+is built and tested alone.
 
 Threading: subscription and action callbacks only store the newest camera message or queue a
 job; ONE worker thread answers the jobs in order, each on the newest frame at the time it is
@@ -18,6 +20,7 @@ executor thread waiting for its result.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import itertools
 import logging
@@ -34,6 +37,7 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
+from rclpy.action import ActionServer
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidHandle
@@ -60,9 +64,10 @@ from segzero_ros.convert import (
     result_objects,
     result_to_msg,
     rgb_to_image_msg,
+    status_from_code,
 )
 from segzero_ros.diagnostics import NodeState, Stats, UnmatchedPublishers, diagnostic_array
-from segzero_ros.goals import SegmentGoals
+from segzero_ros.goals import GoalServices, SegmentGoals
 from segzero_ros.inputs import Frame, Request, frame_age, frame_key
 from segzero_ros.msg import SegmentationResult as ResultMsg
 from segzero_ros.msg import TrackingState
@@ -73,9 +78,15 @@ from segzero_ros.params import (
     PerceptionParams,
     check_value,
 )
-from segzero_ros.spatial import SPATIAL_QOS, Spatial
-from segzero_ros.tracking import TRACKING_MASK_QOS, TRACKING_STATE_QOS, Tracking
-from segzero_ros.worker import CANCELLED, DROPPED, ERROR, Job, Worker
+from segzero_ros.spatial import SPATIAL_QOS, Spatial, SpatialServices, transform_buffer
+from segzero_ros.tracking import (
+    TRACKING_MASK_QOS,
+    TRACKING_STATE_QOS,
+    Tracking,
+    TrackingServices,
+    streaming_tracker,
+)
+from segzero_ros.worker import Answer, Job, Worker
 
 RESULT_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
@@ -106,11 +117,6 @@ _PARAMETER_TYPES = {
     int: ParameterType.PARAMETER_INTEGER,
     float: ParameterType.PARAMETER_DOUBLE,
     str: ParameterType.PARAMETER_STRING,
-}
-_FAILURE_CODES = {
-    DROPPED: ResultMsg.DROPPED,
-    CANCELLED: ResultMsg.CANCELLED,
-    ERROR: ResultMsg.ERROR,
 }
 
 
@@ -159,25 +165,42 @@ class PerceptionNode(LifecycleNode):
         self.pipeline = None  # SegZeroPipeline while active
         self.device = ""
         self.stats = Stats()
-        self.worker: Worker[ResultMsg] | None = None
+        self.worker: Worker[Answer] | None = None
         self.goals = SegmentGoals(
-            self,
-            submit=self._submit,
-            worker=lambda: self.worker,
-            accepting=lambda: self._active,
-            error_result=lambda request, reason: self._error(request, ResultMsg.ERROR, reason),
+            GoalServices(
+                action_server=functools.partial(ActionServer, self),
+                context_ok=self.context.ok,
+                submit=self._submit,
+                worker=lambda: self.worker,
+                accepting=lambda: self._active,
+                error_result=lambda request, reason: self._error(request, Status.ERROR, reason),
+            )
         )
         self.spatial = Spatial(
-            self, publisher=lambda name: self._pubs.get(name), subscription=self._subscription
+            SpatialServices(
+                params=lambda: self.params,
+                logger=self.get_logger(),
+                publisher=self._pub,
+                subscribe=self._subscription,
+                unsubscribe=self.destroy_subscription,
+                resolve_topic=self.resolve_topic_name,
+                tf_buffer=functools.partial(transform_buffer, self),
+            )
         )
         self.tracking = Tracking(
-            self,
-            spatial=self.spatial,
-            frame=lambda: self._frame,
-            busy=lambda: self.worker is not None and (self.worker.busy or self.worker.depth > 0),
-            publisher=lambda name: self._pubs.get(name),
-            submit=self._submit,
-            next_query_id=lambda: f"q{next(self._query_seq)}",
+            TrackingServices(
+                params=lambda: self.params,
+                logger=self.get_logger(),
+                spatial=self.spatial,
+                frame=lambda: self._frame,
+                busy=lambda: (worker := self.worker) is not None and worker.pending,
+                publisher=self._pub,
+                submit=self._submit,
+                next_query_id=lambda: f"q{next(self._query_seq)}",
+                new_tracker=lambda: streaming_tracker(self.pipeline),
+                create_service=self.create_service,
+                destroy_service=self.destroy_service,
+            )
         )
         self._frame: Frame | None = None
         self._frame_seq = itertools.count(1)
@@ -353,19 +376,7 @@ class PerceptionNode(LifecycleNode):
         self._loading = True
         try:
             started = time.monotonic()
-            self.pipeline = SegZeroPipeline.from_pretrained(
-                p.reasoning_model,
-                p.segmentation_model,
-                device=p.device,
-                dtype=p.dtype or None,
-                max_new_tokens=p.max_new_tokens,
-                model_family=p.model_family,
-                prefix_cache_size=0 if p.compile else p.prefix_cache_size,
-                compile=p.compile,
-                reasoning_url=p.reasoning_url.strip() or None,
-                reasoning_timeout=p.reasoning_timeout,
-                reasoning_api_key_env=p.reasoning_api_key_env,
-            )
+            self.pipeline = SegZeroPipeline.from_options(p.pipeline_options())
             self.device = _resolved_device(p.device)
         except Exception as error:  # noqa: BLE001 - reported in one line, the node stays up
             self.get_logger().error(f"cannot load the models: {load_error_message(error)}")
@@ -425,6 +436,10 @@ class PerceptionNode(LifecycleNode):
     def active(self) -> bool:
         return self._active
 
+    def _pub(self, name: str):
+        """An output publisher by name (None while unconfigured)."""
+        return self._pubs.get(name)
+
     def _camera(self) -> str:
         topic = self.params.image_topic
         return f"{topic.rstrip('/')}/compressed" if self.params.compressed else topic
@@ -442,23 +457,23 @@ class PerceptionNode(LifecycleNode):
     def _submit(self, request: Request) -> None:
         job = Job(request.query_id, request, self._respond)
         if self.worker is None:  # not configured: answer at once
-            job.resolve(self._failure(job, DROPPED, "the node is not configured"))
+            job.resolve(self._failure(job, Status.DROPPED, "the node is not configured"))
             return
         self.worker.submit(job)
 
     # ------------------------------------------------------------------ the worker's side
 
-    def _serve(self, job: Job[ResultMsg]) -> ResultMsg:
+    def _serve(self, job: Job[Answer]) -> Answer:
         """Answer one request (runs on the worker thread)."""
         request: Request = job.payload
         self.goals.started(job)
 
         problem = validate_query(request.query)
         if problem is not None:
-            return self._error(request, ResultMsg.INVALID_QUERY, problem)
+            return Answer(self._error(request, Status.INVALID_QUERY, problem))
         pipeline = self.pipeline
         if pipeline is None:
-            return self._error(request, ResultMsg.ERROR, "the models are not loaded")
+            return Answer(self._error(request, Status.ERROR, "the models are not loaded"))
 
         if request.image is not None:
             message, key = request.image, None  # None: SAM2 caches by content
@@ -466,20 +481,18 @@ class PerceptionNode(LifecycleNode):
             frame = self._frame
             if frame is None:
                 camera = self.resolve_topic_name(self._camera())
-                return self._error(
-                    request, ResultMsg.NO_IMAGE, f"no camera frame received on {camera}"
+                return Answer(
+                    self._error(request, Status.NO_IMAGE, f"no camera frame received on {camera}")
                 )
             message, key = frame.msg, frame_key(frame)
             age = frame_age(frame, self.get_clock().now().nanoseconds)
             max_age = self.params.max_image_age
             if max_age > 0 and age > max_age:
-                return self._error(
-                    request,
-                    ResultMsg.STALE_IMAGE,
+                reason = (
                     f"the newest frame on {self.resolve_topic_name(self._camera())} is "
-                    f"{age:.2f} s old (max_image_age {max_age:g} s)",
-                    message.header,
+                    f"{age:.2f} s old (max_image_age {max_age:g} s)"
                 )
+                return Answer(self._error(request, Status.STALE_IMAGE, reason, message.header))
         header = message.header
         depth_match = self.spatial.match(header)  # now: the buffer keeps only recent depth
         try:
@@ -488,7 +501,7 @@ class PerceptionNode(LifecycleNode):
             else:
                 rgb = image_msg_to_rgb(message)
         except ImageConversionError as error:
-            return self._error(request, ResultMsg.INVALID_IMAGE, str(error), header)
+            return Answer(self._error(request, Status.INVALID_IMAGE, str(error), header))
 
         with self.tracking.device_lock:  # tracking pauses while a query is served
             result = pipeline.segment(
@@ -504,58 +517,60 @@ class PerceptionNode(LifecycleNode):
         geometries = None
         if result.status is Status.OK:
             masks = [o.mask for o in result_objects(result)]
-            geometries = self.spatial.locate_result(msg, masks, depth_match)
-        request.parts = (result, rgb, geometries)
+            geometries = tuple(self.spatial.locate_result(msg, masks, depth_match))
         if request.goal_handle is not None:
             self.goals.segmenting(request, msg.reasoning)
-        return msg
+        return Answer(msg, result, rgb, geometries)
 
-    def _publish_parts(self, msg: ResultMsg, parts: tuple | None) -> None:
+    def _publish_parts(self, answer: Answer) -> None:
         """Reasoning, mask (the union), instance labels, 3D outputs and overlay on standard types
         (after the result, off its latency); a result that is not OK (NOT_FOUND included) sends
         only its reasoning.
         The overlay is drawn only while someone subscribes to it: drawing and sending it costs
         ~3 ms for 640x480 and ~25 ms for 1920x1080."""
+        msg, result, rgb = answer.msg, answer.result, answer.rgb
         if not self._pubs:
             return
         if msg.reasoning:
             self._pubs["reasoning"].publish(String(data=msg.reasoning))
-        if msg.status != ResultMsg.OK or parts is None:
+        if msg.status != ResultMsg.OK or result is None:
             return
-        result, rgb, geometries = parts
         instances = instance_image_msg(result, msg.header)
         if instances is not None:
             self._pubs["instances"].publish(instances)
         self._pubs["mask"].publish(msg.mask)  # the union of the objects' masks
-        self.spatial.publish_result(msg, geometries)
+        self.spatial.publish_result(msg, answer.geometries)
         overlay = self._pubs["overlay"]
         if self.params.publish_overlay and overlay.get_subscription_count() > 0:
             from segzero_model.overlay import draw_overlay
 
             overlay.publish(rgb_to_image_msg(draw_overlay(rgb, result), msg.header))
 
-    def _error(self, request: Request, code: int, reason: str, header=None) -> ResultMsg:
-        failed = SegmentationResult(status=Status.ERROR, query=request.query, image_size=(0, 0))
+    def _error(self, request: Request, status: Status, reason: str, header=None) -> ResultMsg:
+        failed = SegmentationResult(status=status, query=request.query, image_size=(0, 0))
         failed.reason = reason
-        return result_to_msg(failed, header or Header(), request.query_id, status_code=code)
+        return result_to_msg(failed, header or Header(), request.query_id)
 
-    def _failure(self, job: Job[ResultMsg], kind: str, reason: str) -> ResultMsg:
-        return self._error(job.payload, _FAILURE_CODES[kind], reason)
+    def _failure(self, job: Job[Answer], status: Status, reason: str) -> Answer:
+        return Answer(self._error(job.payload, status, reason))
 
-    def _respond(self, job: Job[ResultMsg], msg: ResultMsg | None) -> None:
+    def _respond(self, job: Job[Answer], answer: Answer | None) -> None:
         """Every request ends here exactly once (any thread): stats, log, publish, goal."""
         request: Request = job.payload
-        if msg is None:
-            msg = self._error(request, ResultMsg.ERROR, "internal error building the result")
+        if answer is None:
+            answer = Answer(
+                self._error(request, Status.ERROR, "internal error building the result")
+            )
+        msg, status = answer.msg, status_from_code(answer.msg.status)
         latency = time.monotonic() - job.started if job.started is not None else None
-        self.stats.record(msg.status_name, latency)
-        if msg.status == ResultMsg.DROPPED:  # a flood would log a line per query: throttle
+        self.stats.record(status, latency)
+        if status is Status.DROPPED:  # a flood would log a line per query: throttle
             self.get_logger().warning(
                 f"query {request.query_id} DROPPED: {msg.error} "
                 f"({self.stats.snapshot().dropped} dropped so far)",
                 throttle_duration_sec=DROPPED_LOG_PERIOD,
             )
-        elif msg.status != ResultMsg.OK:
+        elif status is not Status.OK:
             self.get_logger().warning(
                 f"query {request.query_id} {msg.query[:60]!r}: {msg.status_name}: {msg.error}"
             )
@@ -563,8 +578,7 @@ class PerceptionNode(LifecycleNode):
         if publisher is not None:
             publisher.publish(msg)
         self.goals.resolved(job)
-        parts, request.parts = request.parts, None
-        self._publish_parts(msg, parts)
+        self._publish_parts(answer)
 
     # ------------------------------------------------------------------ diagnostics
 

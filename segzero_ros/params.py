@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segzero_model.config import option_field, option_help
+from segzero_model.config import OPTION_NAMES, PipelineOptions, option_field, option_help
 from segzero_model.segmentation.tracks import TrackSettings
 
 NODE_NAME = "segzero_perception"
@@ -314,6 +314,11 @@ class PerceptionParams:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def pipeline_options(self) -> PipelineOptions:
+        """The options that open this node's pipeline (`SegZeroPipeline.from_options`)."""
+        values = {name: getattr(self, name) for name in OPTION_NAMES}
+        return PipelineOptions(**{**values, "reasoning_url": self.reasoning_url.strip()})
 
 
 @dataclass(frozen=True)

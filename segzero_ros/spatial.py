@@ -28,6 +28,7 @@ import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Duration
@@ -107,15 +108,38 @@ class DepthFrame:
         )
 
 
+@dataclass(frozen=True)
+class SpatialServices:
+    """What the 3D stage uses of the node: no node object, so it is built and tested alone."""
+
+    params: Callable[[], Any]  # the current PerceptionParams (they change at runtime)
+    logger: Any  # the node's logger (rclpy's: `throttle_duration_sec` is used)
+    publisher: Callable[[str], Any]  # an output publisher by name; None while unconfigured
+    subscribe: Callable[..., Any]  # (type, topic, callback, qos, group): the node's factory
+    unsubscribe: Callable[[Any], Any]  # destroy one subscription
+    resolve_topic: Callable[[str], str]  # a topic's full name, for messages
+    tf_buffer: Callable[[], Any]  # (tf2 Buffer, its listener); ImportError without tf2_ros
+
+
+def transform_buffer(node) -> tuple:
+    """A tf2 Buffer fed by a TransformListener on `node` (the listener is returned too, to keep
+    it alive); ImportError without ROS 2's tf2_ros and tf2_geometry_msgs."""
+    import tf2_geometry_msgs  # noqa: F401 - registers PointStamped with tf2
+    import tf2_ros
+
+    buffer = tf2_ros.Buffer()
+    return buffer, tf2_ros.TransformListener(buffer, node)
+
+
 class Spatial:
     """The 3D stage of one node: its depth inputs (`start`/`stop`, at activate/deactivate and
-    when use_depth changes), the geometry of results and tracked objects, and its outputs. The
-    node passes what it owns as callables (parameters live on the node)."""
+    when use_depth changes), the geometry of results and tracked objects, and its outputs."""
 
-    def __init__(self, node, *, publisher: Callable[[str], object | None], subscription):
-        self._node = node
-        self._publisher = publisher
-        self._subscription = subscription  # the node's factory (event handlers off)
+    def __init__(self, services: SpatialServices):
+        self._services = services
+        self._params = services.params
+        self._logger = services.logger
+        self._publisher = services.publisher
         self.matcher = DepthMatcher()
         self.subscriptions: list = []
         self._group = MutuallyExclusiveCallbackGroup()
@@ -127,7 +151,7 @@ class Spatial:
 
     def start(self) -> None:
         """Subscribe to the depth inputs (when use_depth; idempotent)."""
-        p = self._node.params
+        p = self._params()
         with self._lock:
             if self.subscriptions or not p.use_depth:
                 return
@@ -139,19 +163,21 @@ class Spatial:
                 inputs.append((CameraInfo, p.depth_info_topic, self._depth_info_cb))
             # Sensor data QoS: best effort matches best-effort and reliable drivers alike.
             subs = [
-                self._subscription(kind, topic, callback, qos_profile_sensor_data, self._group)
+                self._services.subscribe(
+                    kind, topic, callback, qos_profile_sensor_data, self._group
+                )
                 for kind, topic, callback in inputs
             ]
             self.subscriptions = subs
-        names = ", ".join(self._node.resolve_topic_name(s.topic_name) for s in subs)
-        self._node.get_logger().info(f"depth on: {names}")
+        names = ", ".join(self._services.resolve_topic(s.topic_name) for s in subs)
+        self._logger.info(f"depth on: {names}")
 
     def stop(self) -> None:
         """Unsubscribe and forget every stored frame and CameraInfo."""
         with self._lock:
             subs, self.subscriptions = self.subscriptions, []
             for subscription in subs:
-                self._node.destroy_subscription(subscription)
+                self._services.unsubscribe(subscription)
             self.matcher.clear()
 
     def _depth_cb(self, msg) -> None:
@@ -168,23 +194,24 @@ class Spatial:
     def match(self, header) -> DepthMatch | None:
         """The depth frame for a colour frame's header (None when use_depth is off); taken
         when the colour frame is taken."""
-        if not self._node.params.use_depth:
+        p = self._params()
+        if not p.use_depth:
             return None
-        return self.matcher.nearest(stamp_ns(header), self._node.params.depth_sync_tolerance)
+        return self.matcher.nearest(stamp_ns(header), p.depth_sync_tolerance)
 
     def prepare(self, header, match: DepthMatch | None = None) -> DepthFrame:
         """The depth image for the colour frame `header`, ready for locating masks in it."""
-        p = self._node.params
+        p = self._params()
         if not p.use_depth:
             return DepthFrame(failure=OFF)
         info = self.matcher.camera_info
         if info is None:
-            topic = self._node.resolve_topic_name(p.camera_info_topic)
+            topic = self._services.resolve_topic(p.camera_info_topic)
             return _failed(DepthStatus.NO_CAMERA_INFO, f"no CameraInfo received on {topic}")
         if match is None or match.msg is None:
             match = self.match(header)  # it may have arrived since the frame was taken
         if match.msg is None:
-            topic = self._node.resolve_topic_name(p.depth_topic)
+            topic = self._services.resolve_topic(p.depth_topic)
             return _failed(DepthStatus.NO_DEPTH, f"{topic}: {match.reason}")
         try:
             color = Intrinsics.from_k(info.k, info.width, info.height)
@@ -192,7 +219,7 @@ class Spatial:
             if p.depth_info_topic:
                 depth_info = self.matcher.depth_info
                 if depth_info is None:
-                    topic = self._node.resolve_topic_name(p.depth_info_topic)
+                    topic = self._services.resolve_topic(p.depth_info_topic)
                     return _failed(
                         DepthStatus.NO_CAMERA_INFO, f"no depth CameraInfo received on {topic}"
                     )
@@ -214,7 +241,7 @@ class Spatial:
         once) and fill `msg`'s depth fields: the top-level ones from the first object, each
         `msg.objects[k]`'s position and size from object k. The geometries, one per mask (for
         `publish_result`). Never raises: a failure is a depth status."""
-        p = self._node.params
+        p = self._params()
         masks = list(masks) or [None]
         try:
             frame = self.prepare(msg.header, match)
@@ -224,7 +251,7 @@ class Spatial:
             ]
             fill_result(msg, geometries[0], self._in_target(msg.header, geometries[0]))
         except Exception as error:  # noqa: BLE001 - the 2D answer stands
-            self._node.get_logger().warning(f"3D stage failed: {error!r}")
+            self._logger.warning(f"3D stage failed: {error!r}")
             failed = ObjectGeometry(DepthStatus.BAD_DEPTH, f"3D stage failed: {error}")
             geometries = [failed] * len(masks)
             fill_result(msg, failed)
@@ -234,9 +261,9 @@ class Spatial:
 
     def locate_tracks(self, header, masks: list[np.ndarray]) -> list[ObjectGeometry]:
         """One geometry per mask of one tracked frame (the depth frame converted once)."""
-        if not self._node.params.use_depth:
+        p = self._params()
+        if not p.use_depth:
             return [OFF] * len(masks)
-        p = self._node.params
         try:
             frame = self.prepare(header)
             keep = p.publish_cloud
@@ -244,7 +271,7 @@ class Spatial:
                 frame.locate(mask, keep_cloud=keep, max_points=p.cloud_max_points) for mask in masks
             ]
         except Exception as error:  # noqa: BLE001 - the tracked frame is still published
-            self._node.get_logger().warning(f"3D stage failed: {error!r}")
+            self._logger.warning(f"3D stage failed: {error!r}")
             failed = ObjectGeometry(DepthStatus.BAD_DEPTH, f"3D stage failed: {error}")
             return [failed] * len(masks)
 
@@ -252,14 +279,13 @@ class Spatial:
 
     def _in_target(self, header, geometry: ObjectGeometry) -> PointStamped | None:
         """The position in target_frame via tf2, or None (no target, no tf2, no transform)."""
-        target = self._node.params.target_frame
+        target = self._params().target_frame
         if not target or not geometry.ok:
             return None
-        logger = self._node.get_logger()
+        logger = self._logger
         if self._tf is None:
             try:
-                import tf2_geometry_msgs  # noqa: F401 - registers PointStamped with tf2
-                import tf2_ros
+                self._tf = self._services.tf_buffer()
             except ImportError as error:
                 if not self._tf_missing_logged:
                     self._tf_missing_logged = True
@@ -269,8 +295,6 @@ class Spatial:
                         f"camera frame {header.frame_id!r} (position_in_target is left empty)"
                     )
                 return None
-            buffer = tf2_ros.Buffer()
-            self._tf = (buffer, tf2_ros.TransformListener(buffer, self._node))
         from rclpy.duration import Duration as RclDuration
 
         point = PointStamped(header=header, point=_point(geometry.position))
@@ -326,7 +350,7 @@ class Spatial:
         if publisher is not None:
             publisher.publish(MarkerArray(markers=markers))
         cloud = self._publisher("cloud")
-        if not self._node.params.publish_cloud or cloud is None:
+        if not self._params().publish_cloud or cloud is None:
             return
         points = [g.points for g in geometries if g.points is not None and len(g.points)]
         if points:

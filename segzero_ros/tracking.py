@@ -10,7 +10,8 @@ are counted as skipped (TrackingState.frames_skipped, diagnostics).
 Priority, "pause during reasoning": the models share one device, and a query's latency matters
 more than one tracked frame. ONE lock (`device_lock`) is held by the worker while it serves a
 query (the model call and the seeding of its track) and by the loop for each tracked frame, and
-the loop takes no frame while the worker is busy or has queued jobs. So tracking pauses while
+the loop takes no frame while a job runs or waits (`TrackingServices.busy`, the worker's
+`pending`; the lock alone would not do: a waiting query holds no lock). So tracking pauses while
 queries are served (those frames count as skipped) and a query waits at most for the one frame
 being tracked. The stop service takes the lock too: it answers once the frame or query in
 progress is done. `TrackSession` is not thread-safe; every use of it holds the lock.
@@ -30,6 +31,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -51,6 +54,7 @@ from segzero_ros.convert import (
     image_msg_to_rgb,
     mask_to_image_msg,
     result_objects,
+    track_state_code,
 )
 from segzero_ros.diagnostics import RateMeter, TrackingSnapshot
 from segzero_ros.inputs import Frame, Request
@@ -74,31 +78,46 @@ TRACKING_STATE_QOS = QoSProfile(
 )
 IDLE_WAIT = 0.05  # seconds the loop sleeps when no new frame woke it (a paused worker's end)
 STOP_TIMEOUT = 10.0  # seconds deactivate waits for the frame being tracked
-_STATES = {"TRACKING": TrackedObject.TRACKING, "LOST": TrackedObject.LOST}
+
+
+@dataclass(frozen=True)
+class TrackingServices:
+    """What the tracking layer uses of the node: no node object, so it is built and tested
+    alone (with a real worker's `pending` as `busy`)."""
+
+    params: Callable[[], Any]  # the current PerceptionParams (they change at runtime)
+    logger: Any  # the node's logger
+    spatial: Spatial  # the 3D stage: tracked objects are located in depth
+    frame: Callable[[], Frame | None]  # the newest camera frame
+    busy: Callable[[], bool]  # a query runs or waits: the loop takes no frame
+    publisher: Callable[[str], Any]  # "tracking_mask" / "tracking_state"; None unconfigured
+    submit: Callable[[Request], None]  # ask a lost track's query again
+    next_query_id: Callable[[], str]  # the id of that query
+    new_tracker: Callable[[], Any]  # a StreamingTracker on the loaded segmenter
+    create_service: Callable[..., Any]  # (type, name, callback, callback_group=): the node's
+    destroy_service: Callable[[Any], Any]
+
+
+def streaming_tracker(pipeline):
+    """A StreamingTracker on `pipeline`'s segmenter (its model, its device)."""
+    from segzero_model.segmentation.streaming_tracker import StreamingTracker
+
+    segmenter = pipeline.segmenter
+    return StreamingTracker(segmenter.model, device=segmenter.device)
 
 
 class Tracking:
     """Tracks seeded by the worker (`seed`), stepped by the loop thread (`start`/`stop` at
-    activate/deactivate), stopped by the service. The node passes what it owns as callables."""
+    activate/deactivate), stopped by the service."""
 
-    def __init__(
-        self,
-        node,
-        *,
-        spatial: Spatial,
-        frame: Callable[[], Frame | None],
-        busy: Callable[[], bool],
-        publisher: Callable[[str], object | None],
-        submit: Callable[[Request], None],
-        next_query_id: Callable[[], str],
-    ):
-        self._node = node
-        self._spatial = spatial
-        self._frame = frame
-        self._busy = busy
-        self._publisher = publisher
-        self._submit = submit
-        self._next_query_id = next_query_id
+    def __init__(self, services: TrackingServices):
+        self._services = services
+        self._params = services.params
+        self._logger = services.logger
+        self._spatial = services.spatial
+        self._frame = services.frame
+        self._busy = services.busy
+        self._publisher = services.publisher
         self.device_lock = threading.Lock()
         self._session: TrackSession | None = None  # made at the first seed, dropped at stop
         self._size: tuple[int, int] | None = None  # (h, w) of the frames the tracks follow
@@ -121,7 +140,7 @@ class Tracking:
 
     def start(self, service_name: str) -> None:
         """At activate: the stop service and the loop thread."""
-        self._service = self._node.create_service(
+        self._service = self._services.create_service(
             StopTracking, service_name, self._stop_cb, callback_group=self._service_group
         )
         self._stopping.clear()
@@ -143,7 +162,7 @@ class Tracking:
         self._requeries.clear()
         service, self._service = self._service, None
         if service is not None:
-            self._node.destroy_service(service)
+            self._services.destroy_service(service)
 
     def frame_arrived(self) -> None:
         """The camera callback's signal: a newer frame is there."""
@@ -156,6 +175,11 @@ class Tracking:
             frames_skipped=self._frames_skipped,
             rate=self._rate.rate(time.monotonic()),
         )
+
+    @property
+    def paused(self) -> bool:
+        """True while a query runs or waits: the loop then takes no frame (queries first)."""
+        return self._busy()
 
     @property
     def track_ids(self) -> list[int]:
@@ -177,8 +201,8 @@ class Tracking:
         if not (requeried or self._wants(request)):
             return 0
         objects = [o for o in result_objects(result) if o.mask is not None]
-        objects = objects[: max(1, self._node.params.max_tracked_objects)]
-        logger = self._node.get_logger()
+        objects = objects[: max(1, self._params().max_tracked_objects)]
+        logger = self._logger
         first_id = 0
         try:
             session = self._session or self._new_session()
@@ -214,18 +238,14 @@ class Tracking:
             return True
         if choice == Segment.Goal.NO_TRACK:
             return False
-        return self._node.params.track
+        return self._params().track
 
     def _new_session(self) -> TrackSession:
-        from segzero_model.segmentation.streaming_tracker import StreamingTracker
-
-        segmenter = self._node.pipeline.segmenter
-        tracker = StreamingTracker(segmenter.model, device=segmenter.device)
-        self._session = TrackSession(tracker, self._settings())
+        self._session = TrackSession(self._services.new_tracker(), self._settings())
         return self._session
 
     def _settings(self) -> TrackSettings:
-        p = self._node.params
+        p = self._params()
         return TrackSettings(
             max_tracks=p.max_tracked_objects,
             lost_score=p.lost_score,
@@ -240,9 +260,9 @@ class Tracking:
         while not self._stopping.is_set():
             self._wake.wait(IDLE_WAIT)
             self._wake.clear()
-            if not self._tracks_active or self._busy() or not self._has_new_frame():
+            if not self._tracks_active or self.paused or not self._has_new_frame():
                 continue
-            rate = self._node.params.max_tracking_rate
+            rate = self._params().max_tracking_rate
             delay = next_start - time.monotonic()
             if rate > 0 and delay > 0 and self._stopping.wait(delay):
                 return
@@ -250,7 +270,7 @@ class Tracking:
             try:
                 self._track_newest()
             except Exception as error:  # noqa: BLE001 - the loop must outlive any frame
-                self._node.get_logger().error(f"tracking failed: {error!r}")
+                self._logger.error(f"tracking failed: {error!r}")
 
     def _has_new_frame(self) -> bool:
         frame = self._frame()
@@ -261,7 +281,7 @@ class Tracking:
             session, frame = self._session, self._frame()
             if session is None or not self._tracks_active or frame is None:
                 return
-            if frame.seq <= self._last_seq:
+            if frame.seq <= self._last_seq or self.paused:  # a query came during the wait
                 return
             skipped = frame.seq - self._last_seq - 1
             self._last_seq = frame.seq
@@ -269,11 +289,11 @@ class Tracking:
             self._skipped_since_state += skipped
             rgb, statuses = self._step(session, frame)
             self._tracks_active = len(session.queries)
-        if rgb is not None:
-            self._frames_tracked += 1
-            self._rate.tick(time.monotonic())
+            if rgb is not None:
+                self._frames_tracked += 1
+                self._rate.tick(time.monotonic())
         self._publish(frame.msg.header, statuses, rgb)
-        if self._node.params.requery_on_loss:  # once per query, however many objects it had
+        if self._params().requery_on_loss:  # once per query, however many objects it had
             lost = [base_query(status.query) for status in statuses if status.state == LOST]
             for query in dict.fromkeys(lost):
                 self._requery(query)
@@ -304,7 +324,7 @@ class Tracking:
         queries = session.queries
         session.stop()
         self._tracks_active = 0
-        self._node.get_logger().warning(f"{len(queries)} track(s) ended: {reason}")
+        self._logger.warning(f"{len(queries)} track(s) ended: {reason}")
         empty = np.zeros((0, 0), bool)
         return [
             TrackStatus(track_id, query, LOST, empty, None, 0.0, reason)
@@ -312,10 +332,10 @@ class Tracking:
         ]
 
     def _requery(self, query: str) -> None:
-        query_id = self._next_query_id()
+        query_id = self._services.next_query_id()
         self._requeries.add(query_id)
-        self._node.get_logger().info(f"track of {query[:60]!r} lost: asking again ({query_id})")
-        self._submit(Request(query=query, query_id=query_id))
+        self._logger.info(f"track of {query[:60]!r} lost: asking again ({query_id})")
+        self._services.submit(Request(query=query, query_id=query_id))
 
     # ------------------------------------------------------------------ publishing
 
@@ -362,7 +382,7 @@ class Tracking:
             stopped = session.stop(track_id or None) if session is not None else []
             self._tracks_active = len(session.queries) if session is not None else 0
         if stopped:
-            self._node.get_logger().info(f"stopped track(s) {stopped}")
+            self._logger.info(f"stopped track(s) {stopped}")
         return stopped
 
     def _stop_cb(self, request, response):
@@ -382,7 +402,7 @@ def tracked_object(status: TrackStatus, geometry=OFF) -> TrackedObject:
     msg = TrackedObject(
         track_id=status.track_id,
         query=status.query,
-        state=_STATES[status.state],
+        state=track_state_code(status.state),
         state_name=status.state,
         score=float(status.score),
         area=status.area,

@@ -5,13 +5,17 @@ takes the oldest job, runs the handler on it and hands the outcome to the job's 
 callback. Every job gets exactly one outcome, whatever happens:
 
 - handled: whatever the handler returned;
-- the queue is full when it is submitted: `fail(job, DROPPED, ...)`, at once;
-- cancelled while queued: `fail(job, CANCELLED, ...)`, at once, without running;
-- the handler raises: `fail(job, ERROR, ...)` and one log line; the loop goes on;
-- the worker stops (node deactivated) with jobs still queued: `fail(job, CANCELLED, ...)`.
+- the queue is full when it is submitted: `fail(job, Status.DROPPED, ...)`, at once;
+- cancelled while queued: `fail(job, Status.CANCELLED, ...)`, at once, without running;
+- the handler raises: `fail(job, Status.ERROR, ...)` and one log line; the loop goes on;
+- the worker stops (node deactivated) with jobs still queued: `fail(job, Status.CANCELLED, ...)`.
 
 A running job is cancelled through its `cancel` event, which the handler passes on (to the
 pipeline's generation loop); it then ends with whatever the handler returns.
+
+`pending` (a job runs or waits) is what the tracking loop yields to: queries have priority.
+The node's outcome is an `Answer`, a frozen value, since it crosses from the worker thread to
+whichever thread publishes it.
 """
 
 from __future__ import annotations
@@ -21,16 +25,30 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from segzero_model.result import SegmentationResult, Status
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from segzero_model.spatial.depth import ObjectGeometry
 
 logger = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
-# Failure kinds the worker itself reports through `fail`.
-DROPPED = "DROPPED"
-CANCELLED = "CANCELLED"
-ERROR = "ERROR"
+
+@dataclass(frozen=True)
+class Answer:
+    """The outcome of one node job: the result message and, for a query the model answered,
+    what the image outputs after it are drawn from (None for a failure before the model)."""
+
+    msg: Any  # segzero_ros/SegmentationResult
+    result: SegmentationResult | None = None
+    rgb: np.ndarray | None = None  # the image it was answered on
+    geometries: tuple[ObjectGeometry, ...] | None = None  # one per object (3D stage), when OK
 
 
 class Job(Generic[R]):
@@ -81,15 +99,16 @@ class Job(Generic[R]):
 class Worker(Generic[R]):
     """Serves jobs one at a time, oldest first, on its own thread.
 
-    `handler(job)` computes the outcome of a job; `fail(job, kind, reason)` builds the outcome
-    for a job that was dropped, cancelled while queued or whose handler raised (kind is DROPPED,
-    CANCELLED or ERROR). At most `maxsize` jobs wait; the running one is not counted.
+    `handler(job)` computes the outcome of a job; `fail(job, status, reason)` builds the outcome
+    for a job that was dropped, cancelled while queued or whose handler raised (status is
+    Status.DROPPED, Status.CANCELLED or Status.ERROR). At most `maxsize` jobs wait; the running
+    one is not counted.
     """
 
     def __init__(
         self,
         handler: Callable[[Job[R]], R],
-        fail: Callable[[Job[R], str, str], R],
+        fail: Callable[[Job[R], Status, str], R],
         maxsize: int,
         *,
         name: str = "segzero-worker",
@@ -131,7 +150,7 @@ class Worker(Generic[R]):
                 running.cancel.set()
             self._condition.notify_all()
         for job in queued:
-            self._resolve_failed(job, CANCELLED, reason)
+            self._resolve_failed(job, Status.CANCELLED, reason)
         return self.wait_idle(timeout)
 
     def resume(self) -> None:
@@ -183,7 +202,7 @@ class Worker(Generic[R]):
                 if self._accepting
                 else "the node is not active"
             )
-            self._resolve_failed(job, DROPPED, why)
+            self._resolve_failed(job, Status.DROPPED, why)
         return accepted
 
     def cancel(self, job_id: str) -> bool:
@@ -200,7 +219,7 @@ class Worker(Generic[R]):
             else:
                 return False
         queued.cancel.set()
-        self._resolve_failed(queued, CANCELLED, "cancelled while queued")
+        self._resolve_failed(queued, Status.CANCELLED, "cancelled while queued")
         return True
 
     def position(self, job_id: str) -> int | None:
@@ -242,6 +261,13 @@ class Worker(Generic[R]):
         with self._condition:
             return self._running is not None
 
+    @property
+    def pending(self) -> bool:
+        """A job runs or waits (read under one lock: a job moving from the queue to running is
+        never missed). While it is true the tracking loop takes no frame."""
+        with self._condition:
+            return self._running is not None or len(self._queue) > 0
+
     # ------------------------------------------------------------------ the thread
 
     def _loop(self) -> None:
@@ -263,7 +289,7 @@ class Worker(Generic[R]):
 
     def _serve(self, job: Job[R]) -> None:
         if job.cancel.is_set():
-            self._resolve_failed(job, CANCELLED, "cancelled while queued")
+            self._resolve_failed(job, Status.CANCELLED, "cancelled while queued")
             return
         job.started = time.monotonic()
         try:
@@ -272,14 +298,14 @@ class Worker(Generic[R]):
             reason = f"{type(error).__name__}: {error}"
             logger.error("job %s failed: %s", job.id, reason)
             logger.debug("job %s traceback", job.id, exc_info=True)
-            self._resolve_failed(job, ERROR, reason)
+            self._resolve_failed(job, Status.ERROR, reason)
             return
         job.resolve(outcome)
 
-    def _resolve_failed(self, job: Job[R], kind: str, reason: str) -> None:
+    def _resolve_failed(self, job: Job[R], status: Status, reason: str) -> None:
         try:
-            outcome = self._fail(job, kind, reason)
+            outcome = self._fail(job, status, reason)
         except Exception as error:  # noqa: BLE001 - never leave a job without an outcome
-            logger.error("building the %s outcome of job %s failed: %r", kind, job.id, error)
+            logger.error("building the %s outcome of job %s failed: %r", status.name, job.id, error)
             outcome = None
         job.resolve(outcome)

@@ -4,6 +4,7 @@ URL path picks a failure mode."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,8 +34,8 @@ class StubServer:
     (base URL ``{url}/{mode}/v1``): ok, hang (reads the request, never answers), flaky (503
     `fail` times, then ok), status (HTTP 500 always), missing (404), garbage, html,
     truncated, error (an error event), nodelta (a whole message, not a delta), slow (a piece
-    every 50 ms). It records the requests' headers, how many each mode got, and when a client
-    went away."""
+    every 50 ms), dropped (two pieces of text, then the connection is cut mid-body). It
+    records the requests' headers, how many each mode got, and when a client went away."""
 
     def __init__(self) -> None:
         self.headers: list[dict] = []
@@ -120,6 +121,16 @@ class StubServer:
             def _slow(self):
                 parts = [delta(f"w{i} ") for i in range(200)] + GOOD_STREAM[-2:]
                 self._send(200, "text/event-stream", parts, pause=0.05)
+
+            def _dropped(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Content-Length", "100000")  # the body is never complete
+                self.end_headers()
+                self.wfile.write(GOOD_STREAM[0] + GOOD_STREAM[1])
+                self.wfile.flush()
+                time.sleep(0.2)  # the client has read the text before the cut
+                self.connection.shutdown(socket.SHUT_RDWR)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

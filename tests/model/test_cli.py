@@ -289,6 +289,21 @@ def test_track_a_failed_first_answer_exits_1(tiny_env, clip, tmp_path, capsys):
     assert json.loads(line)["result"]["status"] == "invalid_query"
 
 
+def test_track_a_not_found_first_answer_exits_0(tiny_env, clip, tmp_path, capsys):
+    """docs/inference.md: `segzero track` exits 0 when the first frame's answer is not_found
+    (a valid answer: nothing to track), unlike a failed query (1). The tiny Qwen3-VL answers
+    none for a query with the word "unicorn"."""
+    video, _ = clip
+    argv = ["track", "--tiny", "--model-family", "qwen3_vl", "--video", str(video)]
+    code = main([*argv, "--query", "the unicorn", "--device", "cpu", "--output", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "status:    not_found" in out
+    assert "not tracked: the first frame's answer is not_found" in out
+    (line,) = (tmp_path / "frames.jsonl").read_text().splitlines()
+    assert json.loads(line)["result"]["status"] == "not_found"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -63,4 +63,7 @@ def test_status_values_are_the_json_spelling():
         "cancelled",
         "out_of_memory",
         "error",
+        "no_image",
+        "stale_image",
+        "dropped",
     ]

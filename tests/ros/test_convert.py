@@ -8,6 +8,9 @@ as scripts/test.sh does) and are skipped without them.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -16,9 +19,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from segzero_model.result import ObjectResult, SegmentationResult, Status
+from segzero_model.segmentation.tracks import LOST, TRACKING
 from segzero_model.spatial.depth import DepthError, DepthStatus
 from segzero_ros.convert import (
-    STATUS_CODES,
     SUPPORTED_ENCODINGS,
     ImageConversionError,
     compressed_msg_to_rgb,
@@ -29,7 +32,12 @@ from segzero_ros.convert import (
     result_objects,
     result_to_msg,
     rgb_to_image_msg,
+    status_code,
+    status_from_code,
+    track_state_code,
 )
+
+MSG_DIR = Path(__file__).resolve().parents[2] / "msg"
 
 RNG = np.random.default_rng(7)
 H, W = 5, 7
@@ -283,13 +291,11 @@ def test_failed_result_to_msg_and_status_override(result_msg_type):
     assert msg.error == "no <answer>" and msg.reasoning == "" and not msg.has_bbox
     assert msg.mask.height == 0 and len(msg.points) == 0 and msg.score == 0.0
 
-    for code, name in [
-        (result_msg_type.NO_IMAGE, "NO_IMAGE"),
-        (result_msg_type.STALE_IMAGE, "STALE_IMAGE"),
-        (result_msg_type.DROPPED, "DROPPED"),
-    ]:
-        msg = result_to_msg(failed, Header(), query_id="x", status_code=code)
-        assert (msg.status, msg.status_name) == (code, name)
+    for status in (Status.NO_IMAGE, Status.STALE_IMAGE, Status.DROPPED):  # the node's own
+        failed.status = status
+        msg = result_to_msg(failed, Header(), query_id="x")
+        assert (msg.status, msg.status_name) == (getattr(result_msg_type, status.name), status.name)
+        assert msg.query_id == "x" and len(msg.objects) == 0
 
 
 def two_object_result() -> SegmentationResult:
@@ -369,10 +375,48 @@ def test_not_found_to_msg(result_msg_type):
     assert result_objects(result) == [] and instance_image_msg(result, Header()) is None
 
 
-def test_status_codes_match_the_message_constants(result_msg_type):
-    for status, code in STATUS_CODES.items():
-        assert getattr(result_msg_type, status.name) == code
-    assert {s.name for s in Status} == {s.name for s in STATUS_CODES}
+def msg_constants(name: str) -> dict[str, dict[str, int]]:
+    """The constants of msg/<name>.msg by group, the word before the colon of the comment above
+    each ("# status: ..." → "status"), as the file documents them."""
+    groups: dict[str, dict[str, int]] = {}
+    group = None
+    for line in (MSG_DIR / f"{name}.msg").read_text().splitlines():
+        comment = re.match(r"#\s*(\w+):", line)
+        constant = re.match(r"\w+\s+([A-Z][A-Z0-9_]*)\s*=\s*(\d+)", line)
+        if comment:
+            group = comment.group(1)
+        elif constant:
+            assert group is not None, f"{name}.msg: {line!r} has no '# <group>:' comment above"
+            groups.setdefault(group, {})[constant.group(1)] = int(constant.group(2))
+    return groups
+
+
+def test_status_is_the_one_definition_of_the_message_status_constants(result_msg_type):
+    """Both ways: every Status has the message constant of its name and the message has no
+    status constant Status lacks; name → number → name round-trips."""
+    groups = msg_constants("SegmentationResult")
+    assert set(groups) == {"status", "depth_status"}  # a new group needs its own check
+    in_msg = groups["status"]
+    assert {s.name for s in Status} == set(in_msg)
+    for status in Status:
+        code = status_code(status)
+        assert code == in_msg[status.name] == getattr(result_msg_type, status.name)
+        assert status_from_code(code) is status
+    assert len(set(in_msg.values())) == len(in_msg)  # no two statuses share a number
+    with pytest.raises(ValueError, match="255"):
+        status_from_code(255)
+
+
+def test_track_states_are_the_message_state_constants():
+    """tracks.TRACKING / LOST are the TrackedObject state constants' names, both ways."""
+    tracked_object = pytest.importorskip("segzero_ros.msg").TrackedObject
+    groups = msg_constants("TrackedObject")
+    assert set(groups) == {"state", "depth_status"}
+    assert set(groups["state"]) == {TRACKING, LOST}
+    for state in (TRACKING, LOST):
+        code = track_state_code(state)
+        assert code == groups["state"][state] == getattr(tracked_object, state)
+    assert track_state_code(TRACKING) != track_state_code(LOST)
 
 
 # --- depth images ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from segzero_model.result import Status
 from segzero_ros.diagnostics import (
     NodeState,
     RateMeter,
@@ -22,18 +23,23 @@ from segzero_ros.diagnostics import (
 def test_stats_counts_and_latency():
     stats = Stats(window=5)
     assert stats.snapshot().median_latency is None and stats.snapshot().total == 0
-    for status, latency in [("OK", 1.0), ("OK", 3.0), ("NO_IMAGE", 0.001), ("DROPPED", None)]:
+    for status, latency in [
+        (Status.OK, 1.0),
+        (Status.OK, 3.0),
+        (Status.NO_IMAGE, 0.001),
+        (Status.DROPPED, None),
+    ]:
         stats.record(status, latency)
     snap = stats.snapshot()
     assert (snap.answered, snap.failed, snap.dropped, snap.total) == (2, 1, 1, 4)
     assert snap.last_latency == 0.001 and snap.median_latency == 1.0 and snap.window == 3
-    assert snap.last_status == "DROPPED" and snap.recent_failures == 2
+    assert snap.last_status is Status.DROPPED and snap.recent_failures == 2
 
 
 def test_latency_window_is_bounded():
     stats = Stats(window=10)
     for i in range(10_000):
-        stats.record("OK", float(i))
+        stats.record(Status.OK, float(i))
     snap = stats.snapshot()
     assert snap.window == 10 and len(stats._latencies) == 10
     assert snap.median_latency == pytest.approx(9994.5) and snap.answered == 10_000
@@ -49,15 +55,15 @@ def test_health_levels():
     assert health(stats.snapshot(), loaded=False, worker_alive=True)[0] == "WARN"
     assert health(stats.snapshot(), loaded=True, worker_alive=True) == ("OK", "ready")
     assert health(stats.snapshot(), loaded=True, worker_alive=False)[0] == "ERROR"
-    stats.record("STALE_IMAGE", 0.0)
+    stats.record(Status.STALE_IMAGE, 0.0)
     level, message = health(stats.snapshot(), loaded=True, worker_alive=True)
     assert level == "WARN" and "STALE_IMAGE" in message
     for _ in range(3):
-        stats.record("OUT_OF_MEMORY", 1.0)
+        stats.record(Status.OUT_OF_MEMORY, 1.0)
     level, message = health(stats.snapshot(), loaded=True, worker_alive=True)
     assert level == "ERROR" and "last 3 queries" in message
     for _ in range(4):
-        stats.record("OK", 1.0)
+        stats.record(Status.OK, 1.0)
     assert health(stats.snapshot(), loaded=True, worker_alive=True)[0] == "OK"
 
 
@@ -66,7 +72,7 @@ def test_a_failing_reasoning_server_is_a_warning_that_says_why():
     many in a row; a dead worker is still ERROR."""
     stats = Stats()
     for _ in range(5):
-        stats.record("ERROR", 0.1)
+        stats.record(Status.ERROR, 0.1)
     down = "reasoning server http://gpu:8000/v1/chat/completions (m): ConnectError"
     level, message = health(stats.snapshot(), loaded=True, worker_alive=True, server_error=down)
     assert level == "WARN" and message == f"the reasoning server is failing: {down}"
@@ -143,8 +149,8 @@ def node_state(**changes) -> NodeState:
 
 def test_status_values_name_every_field_as_text():
     stats = Stats()
-    stats.record("OK", 1.5)
-    stats.record("DROPPED")
+    stats.record(Status.OK, 1.5)
+    stats.record(Status.DROPPED)
     level, message, values = status_values(node_state(), stats.snapshot(), [])
     assert (level, message) == (
         "WARN",

@@ -42,7 +42,7 @@ def test_stampless_frames_never_share_a_key():
 
 def test_a_request_starts_waiting():
     request = Request(query="the cup", query_id="q1")
-    assert (request.image, request.goal_handle, request.parts) == (None, None, None)
+    assert (request.image, request.goal_handle) == (None, None)
     assert not request.executing and not request.client_cancelled
     with pytest.raises(AttributeError):
         frame(1, 1).seq = 2  # frames are frozen: the node swaps them, never edits one

@@ -22,7 +22,7 @@ ros_importorskip(
 )
 
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
-from ros_harness import WAIT, R, restored_parameters, wait_until  # noqa: E402
+from ros_harness import WAIT, R, held_worker, restored_parameters, wait_until  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
@@ -318,3 +318,16 @@ def test_deactivate_ends_every_track_and_frees_the_tracker(tracking):
     assert node.tracking.snapshot().tracks_active == 0
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     tracking.wait_ready()
+
+
+def test_tracking_is_paused_while_the_node_serves_a_query(harness):
+    """The node's wiring of "queries have priority" (tests/ros/test_tracking.py pins the loop
+    itself): its tracking layer is paused exactly while its worker has a job."""
+    node = harness.node
+    harness.fresh_frame()
+    harness.wait_idle()
+    assert not node.tracking.paused
+    with held_worker(harness, lambda: harness.send_goal("the red cup, held")):
+        assert node.tracking.paused
+    harness.wait_idle()
+    assert not node.tracking.paused

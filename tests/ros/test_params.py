@@ -279,3 +279,17 @@ def test_the_pipeline_rows_are_the_pipeline_options():
         tracking.lost_min_area,
         tracking.lost_frames,
     )
+
+
+def test_the_node_opens_its_pipeline_from_its_parameters():
+    """Every model parameter reaches `SegZeroPipeline.from_options` (the URL stripped)."""
+    from segzero_model.config import PipelineOptions
+
+    values = {
+        "reasoning_model": "me/reasoner", "model_family": "qwen3_vl",
+        "reasoning_url": "  http://gpu:8000/v1 ", "reasoning_api_key_env": "KEY",
+        "reasoning_timeout": 7.5, "segmentation_model": "me/sam2", "device": "cuda:1",
+        "dtype": "bfloat16", "max_new_tokens": 99, "prefix_cache_size": 3, "compile": True,
+    }  # fmt: skip
+    options = PerceptionParams.from_mapping(values).pipeline_options()
+    assert options == PipelineOptions(**{**values, "reasoning_url": "http://gpu:8000/v1"})

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from segzero_ros.worker import CANCELLED, DROPPED, ERROR, Job, Worker
+from segzero_model.result import Status
+from segzero_ros.worker import Job, Worker
 
 TIMEOUT = 5.0
 
@@ -89,7 +90,7 @@ def test_full_queue_drops_at_once_with_an_outcome(worker, gate):
         assert worker.submit(Job(f"q{i}", i, recorder))
     assert not worker.submit(Job("extra", 99, recorder))
     kind, reason = recorder.wait_for(1)[0][1]
-    assert recorder.outcomes[0][0] == "extra" and kind == DROPPED
+    assert recorder.outcomes[0][0] == "extra" and kind is Status.DROPPED
     assert "queue is full (3 of 3 waiting)" in reason
     assert worker.depth == 3
     assert [worker.position(f"q{i}") for i in range(3)] == [1, 2, 3]
@@ -109,7 +110,7 @@ def test_cancel_a_queued_job_answers_it_without_running(worker, gate):
     worker.submit(Job("a", 1, recorder))
     worker.submit(Job("b", 2, recorder))
     assert worker.cancel("a")
-    assert recorder.wait_for(1)[0] == ("a", (CANCELLED, "cancelled while queued"))
+    assert recorder.wait_for(1)[0] == ("a", (Status.CANCELLED, "cancelled while queued"))
     assert worker.position("b") == 1
     assert not worker.cancel("unknown")
     gate.release.set()
@@ -134,7 +135,7 @@ def test_handler_exception_becomes_an_error_outcome_and_the_loop_goes_on(worker,
     worker.submit(Job("bad", "raise", recorder))
     worker.submit(Job("good", 5, recorder))
     outcomes = recorder.wait_for(2)
-    assert outcomes[0] == ("bad", (ERROR, "RuntimeError: handler failed on bad"))
+    assert outcomes[0] == ("bad", (Status.ERROR, "RuntimeError: handler failed on bad"))
     assert outcomes[1] == ("good", ("done", 5))
     assert worker.alive
 
@@ -183,10 +184,10 @@ def test_drain_cancels_everything_and_resume_accepts_again(worker, gate):
     worker.submit(Job("queued", 1, recorder))
     assert worker.drain("deactivated", timeout=TIMEOUT)
     outcomes = dict(recorder.wait_for(2))
-    assert outcomes["queued"] == (CANCELLED, "deactivated")
+    assert outcomes["queued"] == (Status.CANCELLED, "deactivated")
     assert outcomes["running"] == ("handled-cancelled", "running")
     assert not worker.submit(Job("late", 2, recorder))
-    assert dict(recorder.wait_for(3))["late"] == (DROPPED, "the node is not active")
+    assert dict(recorder.wait_for(3))["late"] == (Status.DROPPED, "the node is not active")
     worker.resume()
     worker.submit(Job("again", 3, recorder))
     assert dict(recorder.wait_for(4))["again"] == ("done", 3)
@@ -197,7 +198,7 @@ def test_start_without_accepting_and_stop_joins_the_thread(gate):
     worker.start(accept=False)
     recorder = Recorder()
     assert not worker.submit(Job("early", 1, recorder))
-    assert recorder.wait_for(1)[0][1][0] == DROPPED
+    assert recorder.wait_for(1)[0][1][0] is Status.DROPPED
     assert worker.alive
     assert worker.stop(timeout=TIMEOUT) and not worker.alive
     worker.start()  # restartable
@@ -229,10 +230,28 @@ def test_a_flood_stays_bounded():
     dropped = [o for _, o in outcomes if o != "ok"]
     # the first 4 always fit; how many more are served depends on thread scheduling
     assert len(served) + len(dropped) == 300 and len(served) >= 4
-    assert all(kind == DROPPED for kind, _ in dropped)
+    assert all(kind is Status.DROPPED for kind, _ in dropped)
     assert len({job_id for job_id, _ in outcomes}) == 300
 
 
 def test_worker_rejects_a_zero_size_queue():
     with pytest.raises(ValueError, match="maxsize must be at least 1, got 0"):
         Worker(lambda job: None, failure, maxsize=0)
+
+
+def test_pending_while_a_job_runs_or_waits(gate):
+    """What the tracking loop yields to: a job running, or waiting that the thread has not
+    taken yet (here the worker accepts but is not started, so the job waits until it is)."""
+    recorder = Recorder()
+    w = Worker(gate, failure, maxsize=3)
+    assert not w.pending
+    w.resume()
+    assert w.submit(Job("a", "block", recorder))
+    assert w.pending and (w.busy, w.depth) == (False, 1)  # waits
+    w.start()
+    assert gate.entered.wait(TIMEOUT)
+    assert w.pending and (w.busy, w.depth) == (True, 0)  # runs
+    gate.release.set()
+    recorder.wait_for(1)
+    assert w.wait_idle(TIMEOUT) and not w.pending
+    assert w.stop(timeout=TIMEOUT)

@@ -261,9 +261,17 @@ def test_a_list_familys_objects_are_scored_as_the_union_of_their_masks():
 
 
 def test_a_model_family_that_does_not_serve_the_checkpoint_exits_2(
-    dataset_dir, tmp_path, tiny_cache, capsys
+    dataset_dir, tmp_path, tiny_model_dirs, capsys
 ):
-    assert run(dataset_dir, tmp_path / "out", "--model-family", "qwen3_vl") == 2
+    """--tiny picks the family's own tiny model; a Qwen2.5-VL checkpoint named for qwen3_vl
+    is refused before anything loads."""
+    reasoner, segmenter = tiny_model_dirs
+    argv = [
+        "--reasoning-model", str(reasoner), "--segmentation-model", str(segmenter),
+        "--model-family", "qwen3_vl", "--device", "cpu", "--max-new-tokens", "16",
+        "--dataset", str(dataset_dir), "--output-dir", str(tmp_path / "out"),
+    ]  # fmt: skip
+    assert main(argv) == 2
     assert "model family 'qwen3_vl' serves" in capsys.readouterr().err
 
 

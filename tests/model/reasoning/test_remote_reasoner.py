@@ -358,6 +358,17 @@ def test_5xx_is_retried_with_backoff_then_answered(stub):
         remote(stub.url("flaky"), retries=1).generate([noise(0)], ["the cup"])
 
 
+def test_nothing_is_retried_once_text_has_arrived(stub):
+    """docs/inference.md: a connection cut mid-answer is an error at once, never a retry (the
+    retry would send the text already streamed a second time)."""
+    pieces = []
+    reasoner = remote(stub.url("dropped"), retries=3)
+    with pytest.raises(ReasoningServerError, match="the connection broke mid-answer"):
+        reasoner.generate([noise(0)], ["the cup"], on_text=pieces.append)
+    assert "".join(pieces) == "<think>stub</think>"  # text had arrived
+    assert stub.counts["dropped"] == 1
+
+
 @pytest.mark.parametrize(
     ("mode", "message"),
     [

@@ -198,6 +198,71 @@ def test_a_mask_too_thin_to_erode_falls_back_to_the_whole_mask():
     assert geometry.size[0] == pytest.approx(39 * 0.9 / CENTRED.fx, rel=0.05)
 
 
+# A fronto-parallel rectangle, 80 x 50 colour pixels, at 0.9 m; fx != fy so the axes differ.
+RECT_CAMERA = Intrinsics(fx=600.0, fy=500.0, cx=319.5, cy=239.5, width=640, height=480)
+RECT_ROWS, RECT_COLS, RECT_Z = slice(200, 250), slice(280, 360), 0.9
+
+
+@pytest.mark.parametrize("erode_px", [0, 3, 6])
+def test_the_size_gives_back_the_width_the_erosion_shaved_off(erode_px):
+    """docs/inference.md: the x/y extent is the percentile range "plus the eroded width", so
+    the size does not shrink with the erosion: 80 x 50 pixel centres span 79 x 49 pixels."""
+    mask = np.zeros((RECT_CAMERA.height, RECT_CAMERA.width), bool)
+    mask[RECT_ROWS, RECT_COLS] = True
+    depth_m = np.full(mask.shape, RECT_Z, np.float32)
+
+    geometry = locate_object(mask, depth_m, RECT_CAMERA, erode_px=erode_px)
+
+    assert geometry.status is DepthStatus.OK, geometry.reason
+    pixel_x, pixel_y = RECT_Z / RECT_CAMERA.fx, RECT_Z / RECT_CAMERA.fy  # one pixel, in metres
+    assert geometry.size[0] == pytest.approx(79 * pixel_x, abs=0.2 * pixel_x)
+    assert geometry.size[1] == pytest.approx(49 * pixel_y, abs=0.2 * pixel_y)
+
+
+def band_scene(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 40 x 50 mask whose depth pixels hold `values` (2000 of them), on a 640x480 frame."""
+    mask = np.zeros((CENTRED.height, CENTRED.width), bool)
+    mask[200:240, 300:350] = True
+    depth_m = np.full(mask.shape, np.nan, np.float32)
+    depth_m[mask] = values
+    return mask, depth_m
+
+
+def test_a_spread_out_object_keeps_depths_within_3_robust_sigmas():
+    """docs/inference.md: depths further than max(3 robust sigmas (MAD), 5 cm) from the median
+    are dropped. Depths spread evenly over 1.0 +- 0.1 m: MAD 0.05 m, sigma 0.074 m, so the band
+    is 3 sigma = 0.222 m (wider than 5 cm): 20 cm off is kept, 25 cm off is dropped."""
+    kept = [1.2, 1.2, 0.8]  # 20 cm off: beyond 5 cm and 2 sigma, within 3 sigma
+    dropped = [1.25, 0.75]  # 25 cm off: beyond 3 sigma, within 4
+    values = np.concatenate([np.linspace(0.9, 1.1, 2000 - 5), kept, dropped])
+    mask, depth_m = band_scene(values.astype(np.float32))
+
+    geometry = locate_object(mask, depth_m, CENTRED, erode_px=0, keep_cloud=True)
+
+    assert geometry.status is DepthStatus.OK, geometry.reason
+    assert geometry.valid_ratio == 1.0  # every depth is valid: only the band drops some
+    assert geometry.valid_points == 2000 - len(dropped)
+    z = geometry.points[:, 2]
+    assert z.max() == pytest.approx(1.2) and z.min() == pytest.approx(0.8)
+
+
+def test_a_flat_object_keeps_depths_within_5_cm():
+    """docs/inference.md: the band is never narrower than 5 cm. A flat face (1.0 m +- 1 mm:
+    3 robust sigmas are 2 mm) keeps depths 4.5 cm off and drops those 5.5 cm off."""
+    kept = [1.045, 0.955]
+    dropped = [1.055, 0.945]
+    flat = 1.0 + np.resize([-0.001, 0.0, 0.001], 2000 - 4)
+    values = np.concatenate([flat, kept, dropped])
+    mask, depth_m = band_scene(values.astype(np.float32))
+
+    geometry = locate_object(mask, depth_m, CENTRED, erode_px=0, keep_cloud=True)
+
+    assert geometry.status is DepthStatus.OK, geometry.reason
+    assert geometry.valid_points == 2000 - len(dropped)
+    z = geometry.points[:, 2]
+    assert z.max() == pytest.approx(1.045) and z.min() == pytest.approx(0.955)
+
+
 # --- statuses -------------------------------------------------------------------------------
 
 
