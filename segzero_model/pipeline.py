@@ -1,6 +1,6 @@
 """`SegZeroPipeline`: reasoner → answer parser → frame scaling → SAM2, one result per query.
 
-The answer is read in the reasoner's model family (`answer.parse_objects`): one or several
+The answer is read in the reasoner's model family (`answer_parser.parse_objects`): one or several
 objects, each prompted into SAM2 on the same image embedding, or an explicit "no object"
 (Status.NOT_FOUND, which is an answer, not a failure).
 
@@ -90,13 +90,13 @@ class SegZeroPipeline:
 
         With `reasoning_url` (an OpenAI-compatible server, e.g. http://localhost:8000/v1) the
         reasoning model is not loaded here: `reasoning_model` is the name the server serves it
-        under, asked through `remote_reasoner.RemoteReasoner` (`reasoning_timeout` seconds
+        under, asked through `remote.RemoteReasoner` (`reasoning_timeout` seconds
         without data, default 60; the API key from the environment variable
         `reasoning_api_key_env`, default SEGZERO_REASONING_API_KEY); `device` and `dtype` then
         apply to SAM2 only.
 
         `prefix_cache_size` and `compile` apply to a reasoning model loaded here (see
-        `reasoner.Reasoner`; a server caches prefixes itself): the frames whose prompt prefix is
+        `local.Reasoner`; a server caches prefixes itself): the frames whose prompt prefix is
         kept for further queries (None: the default, 0 with `compile`) and the compiled decode
         (CUDA), which cannot be combined with prefix reuse nor with `reasoning_url`."""
         from segzero_model.segmentation.segmenter import Segmenter

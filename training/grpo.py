@@ -192,6 +192,24 @@ def build_parser():
     )
 
 
+def training_dataset(args: SegZeroArguments):
+    """The rows GRPOTrainer samples from: the prompts of the recipe's family and variant, and
+    the columns its rewards read (``image_size``, ``json_decoding``) as TRL passes them."""
+    from segzero_training.conversation import grpo_dataset
+    from segzero_training.prepare_data import load_training_dataset
+
+    dataset = load_training_dataset(args.dataset_path, args.dataset_split)
+    if args.max_samples is not None:
+        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+    return grpo_dataset(
+        dataset,
+        thinking=args.thinking,
+        answer=args.answer,
+        family=args.family(),
+        json_decoding=args.json_decoding,
+    )
+
+
 def parse_and_check(argv: list[str] | None):
     """(SegZeroArguments, SegZeroGRPOConfig, check_only) after every pre-flight check passed;
     RecipeError with all problems otherwise (`sys.argv` when `argv` is None)."""
@@ -217,19 +235,8 @@ def build_trainer(args: SegZeroArguments, config: GRPOConfig):
 
     from segzero_model.reasoning.local import resolve_checkpoint
     from segzero_model.rewards.registry import get_reward_functions
-    from segzero_training.conversation import grpo_dataset
-    from segzero_training.prepare_data import load_training_dataset
 
-    dataset = load_training_dataset(args.dataset_path, args.dataset_split)
-    if args.max_samples is not None:
-        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
-    dataset = grpo_dataset(
-        dataset,
-        thinking=args.thinking,
-        answer=args.answer,
-        family=args.family(),
-        json_decoding=args.json_decoding,
-    )
+    dataset = training_dataset(args)
     path = resolve_checkpoint(args.model_name_or_path)
     config.model_init_kwargs = args.model_init_kwargs(config.model_init_kwargs)
     processor = AutoProcessor.from_pretrained(path, padding_side="left")

@@ -60,7 +60,7 @@ _SNIPPET_CHARS = 200
 _MAX_KEY_SEARCH_DEPTH = 3  # how deep a wrapper object may hide the object with the keys
 
 # The keys the lenient parser reads (the answer's own, then alternates models drift to); the
-# strict keys are `reply.STRICT_KEYS`.
+# strict keys are `reply_format.STRICT_KEYS`.
 _BOX_KEYS = (BOX_KEY, LIST_BOX_KEY, "box")
 _POINT_PAIR_KEYS = (POINT_KEYS, ("point_1", "point_2"))
 _POINT_LIST_KEY = "points"
@@ -335,8 +335,8 @@ def _strict_numbers(value: object, key: str, count: int) -> list:
 
 
 def _parse_strict(text: str, high: int) -> Answer:
-    """The strict format is what the strict rewards score 1 (`reply.is_thinking_format` and
-    `reply.is_strict_format` with the released decoding, which those rewards use by default),
+    """The strict format is what the strict rewards score 1 (`reply_format.is_thinking_format` and
+    `reply_format.is_strict_format` with the released decoding, which those rewards use by default),
     so the parser and the rewards can never disagree; `_strict_problem` only says what is wrong
     when they reject. The released format accepts lists of anything; values that are not finite
     numbers are then refused here, since no box can be made of them."""

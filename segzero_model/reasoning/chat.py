@@ -1,6 +1,6 @@
 """The chat a reasoning model is asked in, built once for both reasoners: the local one
-(`reasoner.Reasoner`, through the processor's chat template) and the remote one
-(`remote_reasoner.RemoteReasoner`, as an OpenAI chat-completions request whose server applies
+(`local.Reasoner`, through the processor's chat template) and the remote one
+(`remote.RemoteReasoner`, as an OpenAI chat-completions request whose server applies
 the same template to the same turn).
 
 One user turn: the image, then the family's prompt text. No system message: the model's chat

@@ -8,8 +8,8 @@ one object with ``bbox``, ``points_1``, ``points_2``; LIST, a JSON list of objec
 the reasoner sees; RELATIVE_1000, 0..`RELATIVE_SCALE` of the image's width and height) and that
 square image's size. Code asks the entry (`Family.answers_list`, `Family.relative`,
 `Family.frame_width`), never compares the kinds' names. The reasoner, the parser
-(`answer.parse_objects`) and `segzero infer` all read it from here, so a new family is one entry
-in `FAMILIES` (or one YAML file, for a user's own fine-tune: `load_family_file`).
+(`answer_parser.parse_objects`) and `segzero infer` all read it from here, so a new family is
+one entry in `FAMILIES` (or one YAML file, for a user's own fine-tune: `load_family_file`).
 
 `family_for_checkpoint` picks the family of a checkpoint from its config's ``model_type`` and
 its `prompt.RECIPE_FILE`, unless a family is named. Pure standard library plus PyYAML (only for

@@ -1,4 +1,4 @@
-"""Same-frame prefix reuse for the local reasoner (`reasoner.Reasoner`).
+"""Same-frame prefix reuse for the local reasoner (`local.Reasoner`).
 
 The chat (`chat.user_messages`) puts what depends on the image alone first: the template's head
 (Qwen2.5-VL's default system prompt, the user turn's start), then the image block

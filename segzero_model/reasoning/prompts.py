@@ -32,8 +32,9 @@ def reply_shape(example: str, thinking: bool = True) -> str:
     return reply_text(example, " thinking process here " if thinking else None)
 
 
-# The example answer's values; each variant's example shows its own keys (`reply.STRICT_KEYS`),
-# written as the released example is: single quotes, no space inside the lists.
+# The example answer's values; each variant's example shows its own keys
+# (`reply_format.STRICT_KEYS`), written as the released example is: single quotes, no space
+# inside the lists.
 _EXAMPLE_VALUES = {
     BOX_KEY: (10, 100, 200, 210),
     POINT_KEYS[0]: (30, 110),
@@ -86,7 +87,7 @@ def example_answer(answer: str = DEFAULT_VARIANT) -> str:
 
 
 # Per variant: (what to find, what to output, the example answer), for every variant of
-# `reply.VARIANTS` (a variant without words fails here, at import).
+# `reply_format.VARIANTS` (a variant without words fails here, at import).
 ANSWER_VARIANTS: dict[str, tuple[str, str, str]] = {
     name: (*_VARIANT_WORDS[name], example_answer(name)) for name in VARIANTS
 }

@@ -1,4 +1,4 @@
-"""The remote reasoner: the local `reasoner.Reasoner`'s chat, answered by any OpenAI-compatible
+"""The remote reasoner: the local `local.Reasoner`'s chat, answered by any OpenAI-compatible
 chat-completions server (vLLM, SGLang, `transformers serve`) over HTTP, streamed. Same interface
 as the local one (`family`, `model_id`, `device`, `generate`, `close`), so the pipeline, the
 node and evaluation take either.

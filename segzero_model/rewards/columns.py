@@ -4,9 +4,9 @@ completion), ``image_size`` (the side of the frame the answers are in) and ``jso
 `segzero_model.reasoning.reply_format.DECODINGS`).
 
 Both reward modules (`segzero_model.rewards.single_object` for one object,
-`segzero_model.rewards.objects` for
-lists of objects) read them the same way, so a malformed column fails the same way in each: a
-ValueError, because it is a data bug that must not silently train the model towards 0 rewards.
+`segzero_model.rewards.objects` for lists of objects) read them the same way, so a malformed
+column fails the same way in each: a ValueError, because it is a data bug that must not silently
+train the model towards 0 rewards.
 """
 
 from __future__ import annotations

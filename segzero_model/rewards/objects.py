@@ -22,7 +22,7 @@ is the released score, except where a decision below says otherwise.
 
 Decisions:
 
-- The answer is the text `reply.answer_region` gives (as the other rewards read it), decoded
+- The answer is the text `reply_format.answer_region` gives (as the other rewards read it), decoded
   by ``json.loads`` after stripping white space, as released: real JSON, a list, or 0.
 - An empty list is an answer: "no such object". It scores 2 on format (released: 0, because
   its data never had an empty answer; a robot must learn to say "none") and, against an empty

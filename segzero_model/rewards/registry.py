@@ -96,7 +96,7 @@ def recipe_rewards(
     "soft" (Table 4), `accuracy` "hard" or "soft" (Table 3); `answer` "box_points", "box" or
     "points" (Table 2: a box-only answer has no point reward, a points-only answer no box
     rewards, and its point reward cannot ask the points to lie inside a box). The rewards follow
-    from the variant's keys (`reply.STRICT_KEYS`): box rewards for a ``bbox``, a point reward
+    from the variant's keys (`reply_format.STRICT_KEYS`): box rewards for a ``bbox``, a point reward
     for ``points_1``/``points_2``.
     """
     choices = {"format": (format, ("strict", "soft")), "accuracy": (accuracy, ("hard", "soft"))}

@@ -28,7 +28,7 @@ Decisions (the issue's spec wins over the paper where they differ):
   accuracy rewards need finite numbers and score them 0). Points are truncated by ``int()`` as
   released. So a run optimises the paper's objective, writing valid JSON included. The
   "tolerant" decoding (a ``json_decoding`` column, the GRPO recipe key of that name) reads the
-  first object of the answer region (`reply.answer_region`) forgivingly instead, and asks the
+  first object of the answer region (`reply_format.answer_region`) forgivingly instead, and asks the
   format rewards for finite numbers. The box rewards need only the exact key ``bbox``, so a box
   scores even when the points are missing.
 - Boxes are XYXY inclusive pixel boxes (area (x2-x1+1)(y2-y1+1), `segzero_model.metrics.box_iou`).
@@ -107,7 +107,7 @@ POINTS_DISTANCE_THRESHOLD = 100.0  # points: 1 if the mean point distance < this
 
 
 def _answer_object(completion: object, decoding: str) -> dict | None:
-    """The object the rewards read in the completion (`reply.reply_object`), or None."""
+    """The object the rewards read in the completion (`reply_format.reply_object`), or None."""
     return reply_object(completion_text(completion), decoding)
 
 

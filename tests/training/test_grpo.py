@@ -177,6 +177,31 @@ def test_no_cot_box_only_recipe_builds_prompts_and_rewards(
     assert all(on for name, on in trainable.items() if ".visual." not in name)
 
 
+def test_the_json_decoding_key_reaches_the_rewards_the_trainer_runs(
+    tiny_qwen_dir, training_data_dir, tmp_path
+):
+    """docs/training.md: json_decoding=tolerant reads a single-quoted answer. The trainer's own
+    rewards, given a row of its own dataset as TRL gives it (every column but the prompt, one
+    entry per completion), score that answer; without the key they score it 0, as released."""
+    text = (
+        "<think>t</think><answer>{'bbox': [1,2,3,4], 'points_1': [1,2], 'points_2': [2,3]}</answer>"
+    )
+    completions = [[{"role": "assistant", "content": text}]]
+
+    def format_score(*extra: str) -> float:
+        recipe = tiny_recipe(tiny_qwen_dir, training_data_dir, tmp_path / "run", *extra)
+        args, config, _ = grpo.parse_and_check(recipe)
+        trainer = grpo.build_trainer(args, config)
+        row = trainer.train_dataset[0]
+        columns = {key: [value] for key, value in row.items() if key != "prompt"}
+        (reward,) = [fn for fn in trainer.reward_funcs if fn.__name__ == "strict_format_reward"]
+        (score,) = reward(prompts=[row["prompt"]], completions=completions, **columns)
+        return score
+
+    assert format_score("json_decoding=tolerant") == 1.0
+    assert format_score() == 0.0
+
+
 # --------------------------------------------------------------------------- real training
 
 

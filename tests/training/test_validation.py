@@ -17,6 +17,7 @@ from segzero_training.heldout import open_heldout
 from segzero_training.recipe import RecipeError
 from segzero_training.validation import (
     ValidationTotals,
+    placeholder_eval_dataset,
     run_family,
     sample_box_iou,
     score_samples,
@@ -241,3 +242,28 @@ def test_two_processes_score_their_shards_and_add_them(tiny_qwen_dir, training_d
     expected = sum(box_iou(CANNED_BOX, heldout[i].boxes[0]) for i in range(3)) / 3
     assert evaluated["eval_samples"] == 3.0 and evaluated["eval_parse_rate"] == 1.0
     assert evaluated["eval_box_iou"] == pytest.approx(expected)
+
+
+def test_validation_keeps_the_checkpoint_of_the_highest_score(
+    tiny_qwen_dir, training_data_dir, eval_layout_dir, tmp_path
+):
+    """README: the best checkpoint is the one with the highest box IoU. The recipe as
+    parse_and_check leaves it, in transformers' own Trainer, fed three validations."""
+    import torch
+    from transformers import Trainer
+
+    recipe = tiny_recipe(
+        tiny_qwen_dir, training_data_dir, tmp_path, f"eval_dataset_path={eval_layout_dir}"
+    )
+    _, config, _ = grpo.parse_and_check(recipe)
+    assert (config.metric_for_best_model, config.greater_is_better) == ("box_iou", True)
+    assert str(config.eval_strategy).lower().endswith("steps")
+    assert config.eval_steps == config.save_steps
+    held_out = placeholder_eval_dataset(2)  # what grpo.py hands the trainer
+    trainer = Trainer(model=torch.nn.Linear(1, 1), args=config, eval_dataset=held_out)
+    kept = []
+    for step, score in [(1, 0.2), (2, 0.5), (3, 0.3)]:
+        trainer.state.global_step = step
+        if trainer._determine_best_metric({"eval_box_iou": score}, None):
+            kept.append(step)
+    assert kept == [1, 2] and trainer.state.best_metric == 0.5

@@ -35,7 +35,7 @@ SOLUTION_DICT = {"bbox": [35, 60, 354, 423], "points_1": [183, 235], "points_2":
 PERFECT = "<think>reasoning</think><answer>" + SOLUTION_JSON + "</answer>"
 PROMPT_EXAMPLE = "{'bbox': [10,100,200,210], 'points_1': [30,110], 'points_2': [35,180]}"
 
-# Seg-Zero's single-object rewards; the list-answer ones are in test_object_rewards.py.
+# Seg-Zero's single-object rewards; the list-answer ones are in test_objects.py.
 SINGLE_REWARDS = {n: f for n, f in REWARD_FUNCTIONS.items() if n not in OBJECT_REWARD_FUNCTIONS}
 ALL_REWARDS = list(SINGLE_REWARDS.values())
 
@@ -48,7 +48,7 @@ def answer(obj: dict | str, thinking: str = "reasoning") -> str:
 
 def scores(completion: object, solution: object = SOLUTION, **kwargs) -> dict[str, float]:
     """Every registered single-object reward of one completion, by registry name (the
-    list-answer rewards have their own tests: test_object_rewards.py)."""
+    list-answer rewards have their own tests: test_objects.py)."""
     return {
         name: fn([completion], solution=[solution], **kwargs)[0]
         for name, fn in SINGLE_REWARDS.items()
