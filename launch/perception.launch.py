@@ -62,6 +62,8 @@ OVERRIDABLE = (
     "device",
     "image_topic",
     "compressed",
+    "track",
+    "use_depth",
 )
 _TABLE = {param.name: param for param in PARAMS}
 

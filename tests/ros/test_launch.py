@@ -70,6 +70,8 @@ def test_launch_arguments_are_node_parameters():
         "device",
         "image_topic",
         "compressed",
+        "track",
+        "use_depth",
     }
     assert declared_arguments() == {"params_file", "tiny", "namespace", *overridable}
 

@@ -178,8 +178,15 @@ def launched(tiny_cache, tmp_path_factory):
     params_file = tmp_path_factory.mktemp("cli") / "custom_perception.yaml"
     # lost_score 0: the tiny SAM2's object scores hover near the default 0.5 (its masks are
     # noise), so the README's tracking commands would race a LOST track.
+    # compressed: true and track: false in the file, overridden by the launch arguments below
+    # (compressed:=false, track:=true): both booleans' spellings reach the node.
     custom = dataclasses.replace(
-        PerceptionParams(), queue_size=QUEUE_SIZE, device="cpu", lost_score=0.0
+        PerceptionParams(),
+        queue_size=QUEUE_SIZE,
+        device="cpu",
+        lost_score=0.0,
+        compressed=True,
+        track=False,
     )
     params_file.write_text(render_params_yaml(custom), encoding="utf-8")
     launch = OutputProcess(
@@ -191,6 +198,8 @@ def launched(tiny_cache, tmp_path_factory):
             "tiny:=true",
             f"image_topic:={CAMERA}",
             f"params_file:={params_file}",
+            "compressed:=false",
+            "track:=true",
         ],
         env(),
     )
@@ -240,11 +249,13 @@ def test_launch_starts_the_tiny_node(launched):
 
 
 def test_launch_arguments_reach_the_node(launched):
-    """image_topic:= (the launch argument) and queue_size (from params_file:=)."""
+    """image_topic:=, compressed:=false and track:=true (launch arguments over the file's
+    true and false) and queue_size (from params_file:=)."""
     completed = ros2_run("param", "dump", "/segzero_perception")
     assert completed.returncode == 0, completed.stderr
     values = yaml.safe_load(completed.stdout)["/segzero_perception"]["ros__parameters"]
     assert (values["image_topic"], values["queue_size"]) == (CAMERA, QUEUE_SIZE), values
+    assert (values["compressed"], values["track"]) == (False, True), values
 
 
 def test_readme_topic_query_and_echo(launched):
