@@ -23,13 +23,23 @@ ros_importorskip(
 
 from geometry_msgs.msg import PointStamped  # noqa: E402
 from rcl_interfaces.msg import Log  # noqa: E402
-from ros_harness import WAIT, R, restored_parameters, wait_until  # noqa: E402
+from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
+from ros_harness import (  # noqa: E402
+    LATCHED,
+    WAIT,
+    R,
+    restored_parameters,
+    wait_matched,
+    wait_until,
+)
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from segzero_ros.action import Segment  # noqa: E402
 from segzero_ros.inputs import stamp_ns  # noqa: E402
 from segzero_ros.msg import TrackedObject, TrackingState  # noqa: E402
+from segzero_ros.node import PerceptionNode  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -295,3 +305,134 @@ def test_a_tracked_frame_carries_the_positions(depth):
     )
     assert markers.markers[0].id == result.track_id
     assert markers.markers[1].text == f"{result.track_id}: the tracked square"
+
+
+def test_depth_scale_converts_16_bit_units(depth):
+    """depth_scale: metres per 16UC1 unit. Millimetre data read at 2 mm per unit is twice as
+    far; 32FC1 (metres already) is not scaled."""
+    depth.set_params(depth_scale=0.002)
+    result = ask_with_depth(depth, "the red square at 2 mm per unit")
+    assert 2 * BOX - 0.02 <= result.position.point.z <= 2 * PLANE + 0.02
+    assert result.position.point.z > PLANE + 0.1
+    metres = ask_with_depth(depth, "the red square in metres", "32FC1")
+    assert BOX - 0.01 <= metres.position.point.z <= PLANE + 0.01
+
+
+def test_min_and_max_depth_ignore_readings_outside(depth):
+    """The scene holds 1.0 m (the box) and 1.5 m (the plane, most of the frame: the band around
+    the median drops the box anyway, so min_depth is checked by leaving nothing)."""
+    depth.set_params(max_depth=1.2)  # only the box
+    result = ask_with_depth(depth, "the red square nearer than 1.2 m")
+    assert result.depth_status == R.DEPTH_OK, (result.depth_status_name, result.depth_error)
+    assert result.position.point.z == pytest.approx(BOX, abs=0.01)
+    depth.set_params(max_depth=20.0, min_depth=1.6)  # nothing
+    result = ask_with_depth(depth, "the red square farther than 1.6 m")
+    assert result.depth_status == R.NO_VALID_DEPTH, result.depth_status_name
+
+
+def test_cloud_max_points_subsamples_the_cloud(depth):
+    probe = depth.probe
+    depth.set_params(publish_cloud=True, cloud_max_points=7)
+    after = probe.mark("cloud")
+    result = ask_with_depth(depth, "the red square, seven points")
+    assert result.depth_points > 7
+    cloud = probe.wait_for("cloud", lambda m: m.header == result.header, after=after)
+    assert cloud.width == 7 and len(cloud.data) == 7 * cloud.point_step
+
+
+def test_a_wider_depth_sync_tolerance_takes_a_later_depth_frame(depth):
+    """Depth 0.5 s off the colour stamp: NO_DEPTH at the default 0.05 s (the bad-input case
+    above), OK within 1 s."""
+    depth.set_params(depth_sync_tolerance=1.0)
+    result = ask_with_depth(depth, "the red square, depth late", offset_ns=500_000_000)
+    assert result.depth_status == R.DEPTH_OK, (result.depth_status_name, result.depth_error)
+
+
+def test_depth_info_topic_gives_the_depth_cameras_own_intrinsics(
+    harness, tiny_qwen_dir, tiny_sam2_dir
+):
+    """depth_info_topic (read-only: a node of its own): the depth image is located with that
+    CameraInfo's K, not the colour K scaled. Until it arrives: NO_CAMERA_INFO naming it. Its
+    principal point is at the depth image's left edge, so every point lies right of the axis
+    (x > 0); with the colour K the centroid of the centred scene is near x = 0."""
+    names = {
+        "image_topic": "/di/image", "camera_info_topic": "/di/info",
+        "depth_topic": "/di/depth", "depth_info_topic": "/di/depth_info",
+        "query_topic": "/di/query", "result_topic": "/di/result", "mask_topic": "/di/mask",
+        "reasoning_topic": "/di/reasoning", "overlay_topic": "/di/overlay",
+        "action_name": "/di/segment", "position_topic": "/di/position",
+        "markers_topic": "/di/markers", "cloud_topic": "/di/cloud",
+        "instances_topic": "/di/instances", "tracking_mask_topic": "/di/tracking/mask",
+        "tracking_state_topic": "/di/tracking/state", "stop_tracking_service": "/di/stop",
+    }  # fmt: skip
+    node = PerceptionNode(
+        "segzero_depth_info",
+        context=harness.context,
+        parameter_overrides={
+            "reasoning_model": str(tiny_qwen_dir),
+            "segmentation_model": str(tiny_sam2_dir),
+            "device": "cpu",
+            "max_new_tokens": 96,
+            "use_depth": True,
+            "track": False,
+            **names,
+        },  # fmt: skip
+    )
+    harness.executor.add_node(node)
+    probe = harness.probe.node
+    results: list = []
+    entities = [
+        probe.create_subscription(R, "/di/result", results.append, LATCHED),
+        image := probe.create_publisher(Image, "/di/image", 5),
+        info := probe.create_publisher(CameraInfo, "/di/info", 5),
+        depth_pub := probe.create_publisher(Image, "/di/depth", 5),
+        depth_info := probe.create_publisher(CameraInfo, "/di/depth_info", 5),
+        queries := probe.create_publisher(String, "/di/query", LATCHED),
+    ]
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        for publisher in (image, info, depth_pub, depth_info):
+            wait_until(publisher.get_subscription_count, 20, "the node's depth inputs")
+        wait_matched(queries, node, "/di/query")
+
+        def ask(text: str, send_depth_info: bool):
+            frame = harness.image_msg(WIDTH, HEIGHT)
+            depth_msg = depth_image(frame.header, width=WIDTH // 2, height=HEIGHT // 2)
+            own = camera_info(frame.header, WIDTH // 2, HEIGHT // 2)
+            own.k[2] = 0.0  # the principal point on the left edge
+            matcher = node.spatial.matcher
+
+            def held() -> bool:
+                info.publish(camera_info(frame.header))
+                depth_pub.publish(depth_msg)
+                if send_depth_info:
+                    depth_info.publish(own)
+                image.publish(frame)
+                latest = node.latest_frame
+                return (
+                    latest is not None
+                    and latest.msg.header == frame.header
+                    and matcher.nearest(stamp_ns(frame.header), 0.0).msg is not None
+                    and (not send_depth_info or matcher.depth_info is not None)
+                )
+
+            wait_until(held, 20, "the node holding the frames")
+            queries.publish(String(data=text))
+            return wait_until(lambda: next((r for r in results if r.query == text), None))
+
+        result = ask("the red square, no depth CameraInfo yet", send_depth_info=False)
+        assert result.status == R.OK and result.depth_status == R.NO_CAMERA_INFO
+        assert "no depth CameraInfo received on /di/depth_info" in result.depth_error
+        result = ask("the red square, with the depth CameraInfo", send_depth_info=True)
+        assert result.depth_status == R.DEPTH_OK, (result.depth_status_name, result.depth_error)
+        assert result.position.point.x > 0.3, result.position.point
+    finally:
+        node.trigger_shutdown()
+        harness.executor.remove_node(node)
+        node.destroy_node()
+        for entity in entities:
+            if hasattr(entity, "publish"):
+                probe.destroy_publisher(entity)
+            else:
+                probe.destroy_subscription(entity)
