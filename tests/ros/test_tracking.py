@@ -24,14 +24,14 @@ ros_importorskip(
 import rclpy.logging  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from segzero_model.result import SegmentationResult, Status  # noqa: E402
+from segzero_model.result import ObjectResult, SegmentationResult, Status  # noqa: E402
 from segzero_model.segmentation.segmenter import Segmenter  # noqa: E402
 from segzero_model.segmentation.streaming_tracker import StreamingTracker  # noqa: E402
 from segzero_ros.inputs import Frame, Request  # noqa: E402
 from segzero_ros.msg import TrackedObject  # noqa: E402
 from segzero_ros.params import PerceptionParams  # noqa: E402
 from segzero_ros.spatial import Spatial, SpatialServices  # noqa: E402
-from segzero_ros.tracking import Tracking, TrackingServices  # noqa: E402
+from segzero_ros.tracking import Tracking, TrackingServices, base_query  # noqa: E402
 from segzero_ros.worker import Job, Worker  # noqa: E402
 
 W, H = 16, 12
@@ -59,13 +59,14 @@ class Recorder:
 class Room:
     """A Tracking, its worker and its camera, wired as the node wires them."""
 
-    def __init__(self, worker: Worker, segmenter: Segmenter):
+    def __init__(self, worker: Worker, segmenter: Segmenter, **settings):
         self.worker = worker
+        self.asked: list[Request] = []  # the queries the room asked again
         self.publishers = {"tracking_mask": Recorder(), "tracking_state": Recorder()}
         self.frame: Frame | None = None
         self._seq = itertools.count(1)
         # track: true, use_depth: false; random weights: no score or area may lose the track
-        params = PerceptionParams.from_mapping({"lost_score": 0.0, "lost_min_area": 0})
+        params = PerceptionParams.from_mapping({"lost_score": 0.0, "lost_min_area": 0, **settings})
         logger = rclpy.logging.get_logger("test_tracking")
         spatial = Spatial(
             SpatialServices(
@@ -86,7 +87,7 @@ class Room:
                 frame=lambda: self.frame,
                 busy=lambda: worker.pending,  # the node's wiring, on a real worker
                 publisher=self.publishers.get,
-                submit=lambda request: None,
+                submit=self.asked.append,
                 next_query_id=lambda: "q-again",
                 new_tracker=lambda: StreamingTracker(segmenter.model, device="cpu"),
                 create_service=lambda *args, **kwargs: object(),
@@ -210,3 +211,39 @@ def test_a_tracked_frame_is_published_with_the_state_constants(room):
     mask = masks[-1]
     assert (mask.encoding, mask.width, mask.height) == ("mono8", W, H)
     assert room.tracking.stop_tracks() == [1] and room.tracking.track_ids == []
+
+
+def test_base_query_is_the_query_a_track_was_seeded_from():
+    assert base_query("all the cups #2") == "all the cups"
+    assert base_query("all the cups #13") == "all the cups"
+    assert base_query("all the cups") == "all the cups"  # object 1 keeps the bare query
+    assert base_query("room #1") == "room #1" and base_query("cup #b") == "cup #b"
+
+
+def test_a_lost_multi_object_answer_is_asked_again_once_by_its_query(gate, tiny_segmenter):
+    """Both tracks of "all the cups" (named "all the cups" and "all the cups #2") are lost on
+    the first frame (lost_score 1: no score reaches it): one query, "all the cups", is asked
+    again, not one per object nor "all the cups #2"."""
+    worker = Worker(gate, failure, maxsize=4)
+    room = Room(worker, tiny_segmenter, lost_score=1.0, lost_frames=1, requery_on_loss=True)
+    room.camera_frame()
+    masks = [np.zeros((H, W), bool) for _ in range(2)]
+    masks[0][2:6, 1:6], masks[1][5:10, 9:15] = True, True
+    objects = [ObjectResult(None, (), mask=m, score=1.0) for m in masks]
+    result = SegmentationResult(
+        Status.OK, "all the cups", (W, H), mask=masks[0] | masks[1], objects=objects
+    )
+    with room.tracking.device_lock:
+        room.tracking.seed(Request("all the cups", "q1"), np.zeros((H, W, 3), np.uint8), result)
+    assert len(room.tracking.track_ids) == 2
+    room.tracking.start("stop_tracking")
+    try:
+        room.camera_frame()
+        wait_until(lambda: room.asked, what="the query asked again")
+        wait_until(lambda: not room.tracking.track_ids, what="both tracks ended")
+        time.sleep(0.2)  # nothing more comes
+        assert [request.query for request in room.asked] == ["all the cups"]
+        assert room.asked[0].query_id == "q-again"
+    finally:
+        room.tracking.stop()
+        worker.stop(timeout=TIMEOUT)
