@@ -165,7 +165,7 @@ def _infer(args) -> int:
 
     result = pipeline.segment(image, args.query)
     _print_result(result)
-    summary = result.to_json_dict()
+    summary = {**result.to_json_dict(), "model_family": pipeline.reasoner.family.name}
     if depth_input is not None and result.ok and result.mask is not None:
         geometry = depth_input.locate(result.mask)
         _print_geometry(geometry)

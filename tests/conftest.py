@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -311,13 +312,16 @@ def pytest_pycollect_makemodule(module_path, parent):
 # --------------------------------------------------------------------------- shared helpers
 
 
-def infer_trained(reasoning_model, segmentation_model, json_path) -> int:
+def infer_trained(reasoning_model, segmentation_model, json_path, family: str) -> dict:
     """`segzero infer` of a freshly trained checkpoint on the kitchen scene ("the red cup", 16
-    new tokens, CPU), as a user runs it; its exit code (the result is in `json_path`)."""
+    new tokens, CPU), as a user runs it, family auto-detected; its --json summary. A model
+    trained for a few steps answers anything (exit 0, or 1 for an unparseable answer), so what
+    is checked is that the checkpoint loaded (never exit 2), was asked in `family` (a checkpoint
+    that lost its family would be read as another one) and generated text."""
     from segzero_model.cli import main as segzero
 
     scene = Path(__file__).resolve().parents[1] / "segzero_model" / "assets" / "kitchen.png"
-    return segzero(
+    code = segzero(
         [
             "infer", "--reasoning-model", str(reasoning_model),
             "--segmentation-model", str(segmentation_model),
@@ -325,6 +329,12 @@ def infer_trained(reasoning_model, segmentation_model, json_path) -> int:
             "--device", "cpu", "--max-new-tokens", "16", "--json", str(json_path),
         ]
     )  # fmt: skip
+    assert code in (0, 1), f"segzero infer exited {code}"
+    summary = json.loads(Path(json_path).read_text())
+    assert summary["model_family"] == family, summary
+    assert summary["raw_output"], summary
+    assert (code == 0) == (summary["status"] in ("ok", "not_found")), (code, summary)
+    return summary
 
 
 def tiny_recipe(model, data, output, *extra: str) -> list[str]:

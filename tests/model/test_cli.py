@@ -47,6 +47,7 @@ def test_infer_tiny_writes_json_and_overlay(tiny_env, tmp_path, capsys):
     result = json.loads((tmp_path / "r.json").read_text())
     assert {"bbox", "points", "reasoning", "status", "mask_area", "timings"} <= result.keys()
     assert result["status"] == "ok" and result["mask_area"] >= 0
+    assert result["model_family"] == "seg_zero"  # the family the answer was read in
     assert len(result["bbox"]) == 4 and len(result["points"]) == 2
     overlay = load_image(tmp_path / "o.png")
     assert overlay.shape == (480, 640, 3)

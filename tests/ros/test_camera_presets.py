@@ -31,3 +31,29 @@ def test_every_params_file_the_docs_show_exists():
     assert {f"config/{name}" for name in PRESETS} <= shown
     for relative in shown:
         assert (ROOT / relative).is_file(), relative
+
+
+# The drivers' own topic names (realsense2_camera 4.51+ with align_depth.enable, zed-ros2-wrapper
+# 4.x) and the depth unit each publishes: a typo here is a node that waits for frames forever.
+DRIVER_TOPICS = {
+    "realsense.yaml": {
+        "image_topic": "/camera/camera/color/image_raw",
+        "depth_topic": "/camera/camera/aligned_depth_to_color/image_raw",
+        "camera_info_topic": "/camera/camera/color/camera_info",
+        "depth_scale": 0.001,  # 16UC1 millimetres
+    },
+    "zed.yaml": {
+        "image_topic": "/zed/zed_node/rgb/image_rect_color",
+        "depth_topic": "/zed/zed_node/depth/depth_registered",
+        "camera_info_topic": "/zed/zed_node/rgb/camera_info",
+    },
+}
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_a_preset_names_its_drivers_topics(name):
+    values = load_params_file(ROOT / "config" / name)
+    expected = DRIVER_TOPICS[name]
+    assert {key: values[key] for key in expected} == expected
+    if "depth_scale" not in expected:  # 32FC1 metres: the node's default scale of 1.0
+        assert "depth_scale" not in values
