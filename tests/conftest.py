@@ -19,6 +19,26 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+
+def share_the_cores_between_workers() -> int | None:
+    """Under pytest-xdist, give each worker's torch (and every process a test starts: nodes,
+    servers, launches, which inherit OMP_NUM_THREADS) its share of the cores instead of all of
+    them: two workers on 2 cores with 2 threads each fight over the cores and ran the model
+    tests 2.4x slower than with one thread each. A value the user set wins. Returns the thread
+    count set, or None when nothing was changed."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if workers < 2 or "OMP_NUM_THREADS" in os.environ:
+        return None
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:  # a plugin imported it first: its pool is sized already
+        sys.modules["torch"].set_num_threads(threads)
+    return threads
+
+
+share_the_cores_between_workers()
+
 # scripts/test.sh (CI) sets SEGZERO_REQUIRE_ROS=1: what it built and installed must be there.
 REQUIRE_ROS = os.environ.get("SEGZERO_REQUIRE_ROS") == "1"
 
