@@ -32,4 +32,7 @@ set -u
 # Two xdist workers (SEGZERO_TEST_WORKERS), each test file on one worker, so that a file's
 # module-scoped node or launch is started once; each worker's ROS tests get DDS domains of their
 # own (tests/conftest.py ros_domain_id). SEGZERO_TEST_WORKERS=0 runs in this process.
-.venv/bin/python -m pytest -q -n "${SEGZERO_TEST_WORKERS:-2}" --dist loadfile "$@"
+# The longest files go first (tests/conftest.py LONG_FILES); --no-loadscope-reorder keeps them
+# there.
+.venv/bin/python -m pytest -q -n "${SEGZERO_TEST_WORKERS:-2}" --dist loadfile \
+  --no-loadscope-reorder "$@"

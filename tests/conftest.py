@@ -20,7 +20,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
 def share_the_cores_between_workers() -> int | None:
     """Under pytest-xdist, give each worker's torch (and every process a test starts: nodes,
     servers, launches, which inherit OMP_NUM_THREADS) its share of the cores instead of all of
@@ -327,6 +326,29 @@ def pytest_pycollect_makemodule(module_path, parent):
     if module_path.name == "__init__.py":
         return pytest.Package.from_parent(parent, path=module_path)
     return pytest.Module.from_parent(parent, path=module_path)
+
+
+# The test files that take longest (measured on a fresh 2-core CI clone, longest first; each
+# runs on one xdist worker). They are handed out first, so that the many short files fill in
+# around them instead of one worker running a long file alone at the end (scripts/test.sh runs
+# with --no-loadscope-reorder, which keeps this order; xdist's own reorder sorts files by their
+# number of tests, which put these last).
+LONG_FILES = (
+    "tests/bench/test_benchmarks.py",
+    "tests/training/test_grpo.py",
+    "tests/model/test_cli.py",
+    "tests/bench/test_grpo_learning.py",
+    "tests/model/tiny/test_real_size.py",
+    "tests/ros/test_ros2_cli.py",
+    "tests/training/test_validation.py",
+    "tests/model/reasoning/test_prefix_reuse.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Collect LONG_FILES first, in their order; every other test keeps its place."""
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(LONG_FILES)))
 
 
 # --------------------------------------------------------------------------- shared helpers

@@ -1,6 +1,7 @@
 """The benchmark scripts run and print what they promise (numbers are not checked here)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# A benchmark runs in a bare environment, as from a fresh shell, except for the worker's share
+# of the cores (tests/conftest.py), which it keeps so it does not fight the other test worker.
+BARE_ENV = {"PATH": "/usr/bin:/bin"} | {
+    key: os.environ[key] for key in ("OMP_NUM_THREADS",) if key in os.environ
+}
 
 
 def test_pipeline_benchmark_prints_every_stage(tiny_cache):
@@ -31,7 +38,7 @@ def test_pipeline_benchmark_prints_every_stage(tiny_cache):
         text=True,
         cwd=ROOT,
         timeout=600,
-        env={"SEGZERO_CACHE": str(tiny_cache), "PATH": "/usr/bin:/bin"},
+        env={"SEGZERO_CACHE": str(tiny_cache), **BARE_ENV},
     )
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout)
@@ -58,7 +65,7 @@ def test_pipeline_benchmark_compares_the_compiled_decode(tiny_cache):
         text=True,
         cwd=ROOT,
         timeout=600,
-        env={"SEGZERO_CACHE": str(tiny_cache), "PATH": "/usr/bin:/bin"},
+        env={"SEGZERO_CACHE": str(tiny_cache), **BARE_ENV},
     )
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout)
@@ -77,7 +84,7 @@ def test_prefix_reuse_benchmark_reports_first_and_followup_queries():
         text=True,
         cwd=ROOT,
         timeout=600,
-        env={"PATH": "/usr/bin:/bin"},
+        env={**BARE_ENV},
     )
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout)
@@ -115,7 +122,7 @@ def test_tracking_benchmark_prints_latency_ratio_and_flat_memory(tiny_cache):
         text=True,
         cwd=ROOT,
         timeout=600,
-        env={"SEGZERO_CACHE": str(tiny_cache), "PATH": "/usr/bin:/bin"},
+        env={"SEGZERO_CACHE": str(tiny_cache), **BARE_ENV},
     )
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout)
@@ -169,7 +176,6 @@ def test_depth_benchmark_prints_the_3d_stage_latency():
 
 def test_the_gpu_suite_runs_every_step_reduced_on_the_cpu(tiny_cache, tmp_path):
     """benchmarks/gpu_suite.sh --smoke: the suite a lent GPU runs, every step reduced, one JSON."""
-    import os
 
     output = tmp_path / "suite.json"
     env = dict(os.environ, PYTHON=sys.executable, SEGZERO_CACHE=str(tiny_cache))
@@ -208,7 +214,7 @@ def test_grpo_throughput_reports_completions_per_second(tiny_cache):
         text=True,
         cwd=ROOT,
         timeout=600,
-        env={"SEGZERO_CACHE": str(tiny_cache), "PATH": "/usr/bin:/bin"},
+        env={"SEGZERO_CACHE": str(tiny_cache), **BARE_ENV},
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads(completed.stdout)
