@@ -62,7 +62,7 @@ if [ "$smoke" = 1 ]; then
   step pipeline_tiny 300 "$python" -m benchmarks.pipeline --arch tiny --device cpu --repeats 1 "${tiny[@]}"
   step prefix_tiny 300 "$python" -m benchmarks.prefix_reuse --arch tiny --device cpu --frames 1 --queries 2 "${tiny[@]}"
   step sam2_tiny 300 "$python" -m benchmarks.sam2_embedding --config sam2.1_hiera_t --device cpu --repeats 1 --width 64 --height 48 --no-compile
-  step tracking 300 "$python" -m benchmarks.tracking --device cpu --frames 3 --pipeline-frames 1 --width 64 --height 48
+  step tracking 300 "$python" -m benchmarks.tracking --device cpu --frames 20 --pipeline-frames 1 --width 160 --height 120
   step remote 300 "$python" -m benchmarks.remote_overhead --device cpu --queries 2 --new-tokens 8
 else
   device=cuda

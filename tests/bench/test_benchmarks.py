@@ -17,31 +17,34 @@ BARE_ENV = {"PATH": "/usr/bin:/bin"} | {
 }
 
 
-def test_pipeline_benchmark_prints_every_stage(tiny_cache):
+@pytest.fixture(scope="module")
+def smoke_suite(tiny_cache, tmp_path_factory):
+    """benchmarks/gpu_suite.sh --smoke, run once: the suite a lent GPU runs, every step reduced
+    on the CPU, into one JSON. Its steps are the pipeline, prefix-reuse and tracking benchmarks
+    at the small sizes their own tests below check, so each benchmark runs once."""
+    output = tmp_path_factory.mktemp("suite") / "suite.json"
+    env = dict(os.environ, PYTHON=sys.executable, SEGZERO_CACHE=str(tiny_cache))
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.pipeline",
-            "--repeats",
-            "1",
-            "--new-tokens",
-            "4",
-            "--device",
-            "cpu",
-            "--width",
-            "64",
-            "--height",
-            "48",
-        ],
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), "--smoke", "--output", str(output)],
         capture_output=True,
         text=True,
-        cwd=ROOT,
-        timeout=600,
-        env={"SEGZERO_CACHE": str(tiny_cache), **BARE_ENV},
+        timeout=900,
+        env=env,
+        cwd=output.parent,
     )
-    assert completed.returncode == 0, completed.stderr
-    report = json.loads(completed.stdout)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(output.read_text())
+
+
+def step_report(suite: dict, name: str) -> dict:
+    """One step's JSON report from the suite, failing with the step's log when it failed."""
+    step = suite["steps"][name]
+    assert step["exit_code"] == 0, step
+    return step["result"]
+
+
+def test_pipeline_benchmark_prints_every_stage(smoke_suite):
+    report = step_report(smoke_suite, "pipeline_tiny")
     assert report["generated_tokens"] == 4  # forced: exactly --new-tokens
     for key in (
         "load_reasoner_s",
@@ -76,18 +79,8 @@ def test_pipeline_benchmark_compares_the_compiled_decode(tiny_cache):
     assert report["prefix_cache_size"] == 2
 
 
-def test_prefix_reuse_benchmark_reports_first_and_followup_queries():
-    argv = ["--frames", "1", "--queries", "2", "--new-tokens", "2", "--width", "64"]
-    completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.prefix_reuse", *argv, "--height", "48"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-        env={**BARE_ENV},
-    )
-    assert completed.returncode == 0, completed.stderr
-    report = json.loads(completed.stdout)
+def test_prefix_reuse_benchmark_reports_first_and_followup_queries(smoke_suite):
+    report = step_report(smoke_suite, "prefix_tiny")
     for key in (
         "first_query_vision_prefill_s_median",
         "followup_vision_prefill_s_median",
@@ -100,32 +93,11 @@ def test_prefix_reuse_benchmark_reports_first_and_followup_queries():
     assert report["answers_compared"] == 2 and report["answers_identical"] is True
     # The warm-up frame and the measured one: each computed once, then reused once.
     assert report["prefix_cache"] == {"size": 2, "hits": 2, "misses": 2}
-    assert report["command"].startswith("python -m benchmarks.prefix_reuse --frames 1")
+    assert report["command"].startswith("python -m benchmarks.prefix_reuse --arch tiny")
 
 
-def test_tracking_benchmark_prints_latency_ratio_and_flat_memory(tiny_cache):
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.tracking",
-            "--frames",
-            "20",
-            "--pipeline-frames",
-            "1",
-            "--width",
-            "160",
-            "--height",
-            "120",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-        env={"SEGZERO_CACHE": str(tiny_cache), **BARE_ENV},
-    )
-    assert completed.returncode == 0, completed.stderr
-    report = json.loads(completed.stdout)
+def test_tracking_benchmark_prints_latency_ratio_and_flat_memory(smoke_suite):
+    report = step_report(smoke_suite, "tracking")
     assert report["tracked_frames"] == 20 and report["image"] == "160x120"
     for key in (
         "pipeline_ms_median",
@@ -174,21 +146,8 @@ def test_depth_benchmark_prints_the_3d_stage_latency():
     assert report["command"] == "python -m benchmarks.depth --repeats 3 --sizes 320x240 640x480"
 
 
-def test_the_gpu_suite_runs_every_step_reduced_on_the_cpu(tiny_cache, tmp_path):
-    """benchmarks/gpu_suite.sh --smoke: the suite a lent GPU runs, every step reduced, one JSON."""
-
-    output = tmp_path / "suite.json"
-    env = dict(os.environ, PYTHON=sys.executable, SEGZERO_CACHE=str(tiny_cache))
-    completed = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), "--smoke", "--output", str(output)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    report = json.loads(output.read_text())
+def test_the_gpu_suite_runs_every_step_reduced_on_the_cpu(smoke_suite):
+    report = smoke_suite
     assert report["mode"] == "smoke" and report["git_commit"]
     steps = report["steps"]
     assert list(steps) == ["pipeline_tiny", "prefix_tiny", "sam2_tiny", "tracking", "remote"]
