@@ -33,8 +33,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ] && [ -x .venv/bin/colcon ]; the
   echo "ros_setup: ROS wheels are up to date"
 else
   echo "ros_setup: installing the ROS 2 wheels and colcon into .venv"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
-    "${ros_packages[@]}"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile \
+    -c constraints.txt "${ros_packages[@]}"
   echo "$wanted" > "$stamp"
 fi
 
