@@ -31,6 +31,8 @@ setup(
         "torch>=2.5.1",
         "torchvision>=0.20.1",
         "transformers>=4.51,<6",
+        # EdgeTAM's backbone (RepViT) is timm's: the edgetam segmenter family needs it.
+        "timm>=1.0",
         "tokenizers>=0.21",
         "safetensors>=0.4",
         "accelerate>=1.0",

@@ -97,14 +97,13 @@ def time_pipeline(pipeline, frames: int, width: int, height: int, device: str) -
 
 def track(pipeline, frames: int, width: int, height: int, device: str) -> dict:
     """Start a track from frame 0's answer and step it on frames 1..`frames`."""
-    from segzero_model.segmentation.streaming_tracker import StreamingTracker
     from segzero_model.segmentation.tracks import LOST, TrackSession, TrackSettings
 
     first = moving_square(0, width, height)
     result = pipeline.segment(first, QUERY)
     if not result.ok:
         raise RuntimeError(f"the pipeline did not answer frame 0: {result.reason}")
-    tracker = StreamingTracker(pipeline.segmenter.model, device=device)
+    tracker = pipeline.segmenter.new_tracker()
     never_lost = TrackSettings(lost_score=0.0, lost_min_area=0)
     session = TrackSession(tracker, never_lost)
     status, _ = session.start(first, QUERY, mask=result.mask)

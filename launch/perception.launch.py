@@ -59,6 +59,7 @@ OVERRIDABLE = (
     "reasoning_url",
     "model_family",
     "segmentation_model",
+    "segmentation_family",
     "device",
     "image_topic",
     "compressed",

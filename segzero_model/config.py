@@ -81,9 +81,18 @@ class PipelineOptions:
     )
     segmentation_model: str = _option(
         DEFAULT_SEGMENTATION_MODEL,
-        "SAM2 model: a hub id, a released .pt checkpoint or a directory with one config .yaml "
-        "and one .pt.",
+        "Segmentation model: a hub id or a local checkpoint of {segmentation_family} (sam2: a "
+        "released .pt or a directory with one config .yaml and one .pt; the transformers "
+        "families: a directory with config.json, model.safetensors and the processor's config).",
         metavar="MODEL",
+    )
+    segmentation_family: str = _option(
+        "auto",
+        "Which library segments and tracks (docs/inference.md, Segmenter families): auto (from "
+        "the checkpoint: config.json's model_type, else the sam2 package), sam2 (the sam2 "
+        "package), sam2_hf (SAM2.1 in transformers' format), edgetam, sam3_tracker.",
+        choices="auto, sam2, sam2_hf, edgetam, sam3_tracker",
+        metavar="FAMILY",
     )
     device: str = _option(
         "auto",
@@ -121,7 +130,7 @@ class PipelineOptions:
         models (`segzero_model.tiny.tiny_models`: built once, then cached)."""
         from segzero_model.tiny import tiny_models
 
-        reasoner, segmenter = tiny_models(self.model_family)
+        reasoner, segmenter = tiny_models(self.model_family, self.segmentation_family)
         return dataclasses.replace(
             self, reasoning_model=str(reasoner), segmentation_model=str(segmenter)
         )

@@ -84,9 +84,11 @@ class SegZeroPipeline:
         reasoning_api_key_env: str | None = None,
         prefix_cache_size: int | None = None,
         compile: bool = False,
+        segmentation_family: str = "auto",
     ) -> SegZeroPipeline:
         """Load both models (hub ids or local directories); raises `ModelNotFoundError`.
-        `model_family`: "auto" (from the checkpoint), a family name or a family YAML file.
+        `model_family`: "auto" (from the checkpoint), a family name or a family YAML file;
+        `segmentation_family` likewise for the segmenter (`segmentation.families`).
 
         With `reasoning_url` (an OpenAI-compatible server, e.g. http://localhost:8000/v1) the
         reasoning model is not loaded here: `reasoning_model` is the name the server serves it
@@ -99,7 +101,7 @@ class SegZeroPipeline:
         `local.Reasoner`; a server caches prefixes itself): the frames whose prompt prefix is
         kept for further queries (None: the default, 0 with `compile`) and the compiled decode
         (CUDA), which cannot be combined with prefix reuse nor with `reasoning_url`."""
-        from segzero_model.segmentation.segmenter import Segmenter
+        from segzero_model.segmentation.families import load_segmenter
 
         if reasoning_url and compile:
             raise ValueError("compile applies to a reasoning model loaded here, not reasoning_url")
@@ -129,7 +131,9 @@ class SegZeroPipeline:
                 compile=compile,
             )
         try:
-            segmenter = Segmenter.from_pretrained(segmentation_model, device=device)
+            segmenter = load_segmenter(
+                segmentation_model, family=segmentation_family, device=device
+            )
         except BaseException:
             reasoner.close()
             raise
@@ -154,6 +158,7 @@ class SegZeroPipeline:
             reasoning_api_key_env=options.reasoning_api_key_env,
             prefix_cache_size=0 if options.compile else options.prefix_cache_size,
             compile=options.compile,
+            segmentation_family=options.segmentation_family,
         )
 
     def close(self) -> None:

@@ -134,14 +134,17 @@ def use_tiny_models(node: PerceptionNode) -> None:
     Raises ParameterException when the change is refused."""
     from segzero_model.tiny import tiny_models
 
-    reasoner, segmenter = (str(path) for path in tiny_models(node.params.model_family))
+    params = node.params
+    tiny = tiny_models(params.model_family, params.segmentation_family)
+    reasoner, segmenter = (str(path) for path in tiny)
     names = {"reasoning_model": reasoner, "segmentation_model": segmenter}
     results = node.set_parameters([Parameter(name, value=v) for name, v in names.items()])
     for name, result in zip(names, results, strict=True):
         if not result.successful:
             raise ParameterException(result.reason, [name])
     node.get_logger().info(
-        f"--tiny, model_family {node.params.model_family}: the tiny models {reasoner}, {segmenter}"
+        f"--tiny, model_family {params.model_family}, segmentation_family "
+        f"{params.segmentation_family}: the tiny models {reasoner}, {segmenter}"
     )
 
 

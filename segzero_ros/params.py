@@ -93,6 +93,7 @@ class PerceptionParams:
     reasoning_api_key_env: str = _pipeline_param("reasoning_api_key_env")
     reasoning_timeout: float = _pipeline_param("reasoning_timeout")
     segmentation_model: str = _pipeline_param("segmentation_model")
+    segmentation_family: str = _pipeline_param("segmentation_family")
     device: str = _pipeline_param("device")
     dtype: str = _pipeline_param("dtype")
     max_new_tokens: int = _pipeline_param("max_new_tokens")

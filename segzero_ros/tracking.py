@@ -93,17 +93,14 @@ class TrackingServices:
     publisher: Callable[[str], Any]  # "tracking_mask" / "tracking_state"; None unconfigured
     submit: Callable[[Request], None]  # ask a lost track's query again
     next_query_id: Callable[[], str]  # the id of that query
-    new_tracker: Callable[[], Any]  # a StreamingTracker on the loaded segmenter
+    new_tracker: Callable[[], Any]  # a streaming tracker on the loaded segmenter
     create_service: Callable[..., Any]  # (type, name, callback, callback_group=): the node's
     destroy_service: Callable[[Any], Any]
 
 
 def streaming_tracker(pipeline):
-    """A StreamingTracker on `pipeline`'s segmenter (its model, its device)."""
-    from segzero_model.segmentation.streaming_tracker import StreamingTracker
-
-    segmenter = pipeline.segmenter
-    return StreamingTracker(segmenter.model, device=segmenter.device)
+    """A streaming tracker on `pipeline`'s segmenter, of its family (its weights, its device)."""
+    return pipeline.segmenter.new_tracker()
 
 
 class Tracking:

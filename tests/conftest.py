@@ -193,6 +193,7 @@ DOMAIN_SLOTS = (
     "launch_pytest",
     "dds_profile",
     "node_families",
+    "node_segmenter_families",
 )
 
 

@@ -468,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
             "reasoning_model",
             "model_family",
             "segmentation_model",
+            "segmentation_family",
             "device",
             "dtype",
             "max_new_tokens",

@@ -159,9 +159,9 @@ class Validation:
         if self.segmentation_model is None:
             return None
         if self._segmenter is None:
-            from segzero_model.segmentation.segmenter import Segmenter
+            from segzero_model.segmentation.families import load_segmenter
 
-            self._segmenter = Segmenter.from_pretrained(self.segmentation_model, device=device)
+            self._segmenter = load_segmenter(self.segmentation_model, device=device)
         return self._segmenter
 
     def shard(self, rank: int, world: int) -> list[int | None]:

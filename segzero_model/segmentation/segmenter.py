@@ -213,7 +213,8 @@ def _some(keys: Sequence[str], limit: int = 5) -> str:
     return f"[{shown}{', ...' if len(keys) > limit else ''}]"
 
 
-def _check_image(image: np.ndarray) -> None:
+def check_image(image: np.ndarray) -> None:
+    """Every family's segmenter takes the same images: HxWx3 uint8 RGB."""
     if not isinstance(image, np.ndarray):
         raise ValueError(f"image must be an HxWx3 uint8 RGB numpy array, got {type(image)}")
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
@@ -222,14 +223,15 @@ def _check_image(image: np.ndarray) -> None:
         )
 
 
-def _digest(image: np.ndarray) -> str:
+def image_digest(image: np.ndarray) -> str:
     """Content key for images without a caller key (about 1 ms for 640x480)."""
     digest = hashlib.blake2b(repr(image.shape).encode(), digest_size=16)
     digest.update(np.ascontiguousarray(image).data)
     return digest.hexdigest()
 
 
-def _as_box(box) -> np.ndarray | None:
+def as_box(box) -> np.ndarray | None:
+    """A prompt box as float32 XYXY (corners sorted), or None; ValueError when malformed."""
     if box is None:
         return None
     array = np.asarray(box, dtype=np.float32)
@@ -240,7 +242,8 @@ def _as_box(box) -> np.ndarray | None:
     return np.array([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], dtype=np.float32)
 
 
-def _as_points(points) -> np.ndarray | None:
+def as_points(points) -> np.ndarray | None:
+    """Prompt points as a float32 (N, 2) array, or None for none; ValueError when malformed."""
     if points is None or len(points) == 0:
         return None
     array = np.asarray(points, dtype=np.float32)
@@ -297,6 +300,13 @@ class Segmenter:
         """The SAM2Base model (what a StreamingTracker on the same weights is built on)."""
         return self._open_predictor().model
 
+    def new_tracker(self):
+        """A `StreamingTracker` on these weights (the image predictor never runs the memory
+        modules, so the two share one model)."""
+        from segzero_model.segmentation.streaming_tracker import StreamingTracker
+
+        return StreamingTracker(self.model, device=self.device)
+
     def set_image(self, image: np.ndarray, key: Hashable | None = None) -> bool:
         """Embed `image` (HxWx3 uint8 RGB) unless it is the image embedded last.
 
@@ -304,8 +314,8 @@ class Segmenter:
         hashed. Returns True when an embedding was computed, False when the cached one is reused.
         """
         predictor = self._open_predictor()
-        _check_image(image)
-        cache_key = ("key", key) if key is not None else ("digest", _digest(image))
+        check_image(image)
+        cache_key = ("key", key) if key is not None else ("digest", image_digest(image))
         if cache_key == self._image_key:
             return False
         self._image_key = None  # a failed embedding must not leave the previous one usable
@@ -327,7 +337,7 @@ class Segmenter:
         predictor = self._open_predictor()
         if self._image_key is None:
             raise RuntimeError("Segmenter.predict needs an image: call set_image(image) first")
-        box_array, point_array = _as_box(box), _as_points(points)
+        box_array, point_array = as_box(box), as_points(points)
         if box_array is None and point_array is None:
             raise ValueError("predict needs a box, points or both; got neither")
         labels = None if point_array is None else np.ones(len(point_array), dtype=np.int32)

@@ -287,7 +287,6 @@ def track_video(
 
 
 def _run(pipeline, frames, source, query, output, settings, max_frames) -> TrackRun:
-    from segzero_model.segmentation.streaming_tracker import StreamingTracker
 
     first = next(source)
     result = pipeline.segment(first, query)
@@ -298,7 +297,7 @@ def _run(pipeline, frames, source, query, output, settings, max_frames) -> Track
             run.frames = 1
             jsonl.write(json.dumps({**frame_record(0, NOT_TRACKED, None, None), **header}) + "\n")
             return run
-        tracker = StreamingTracker(pipeline.segmenter.model, device=pipeline.segmenter.device)
+        tracker = pipeline.segmenter.new_tracker()
         session = TrackSession(tracker, settings)
         masks = [obj.mask for obj in result.objects] or [result.mask]
         names = [query] + [f"{query} #{k}" for k in range(2, len(masks) + 1)]

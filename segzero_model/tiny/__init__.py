@@ -112,16 +112,40 @@ def ensure_tiny_qwen3_vl(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def tiny_models(
-    model_family: str = "auto", cache_dir: str | os.PathLike | None = None
+    model_family: str = "auto",
+    segmentation_family: str = "auto",
+    cache_dir: str | os.PathLike | None = None,
 ) -> tuple[Path, Path]:
-    """(reasoner_dir, segmenter_dir): the tiny checkpoints for `model_family`, the one choice
-    every ``--tiny`` / ``tiny:=true`` path makes. A family with a tiny model of its own
-    architecture gets it (qwen3_vl: the tiny Qwen3-VL, taught two objects for "all ...", none
-    for "unicorn"); every other family (auto, seg_zero, vision_reasoner, a YAML file) the tiny
-    Qwen2.5-VL. The segmenter is always the tiny SAM2."""
+    """(reasoner_dir, segmenter_dir): the tiny checkpoints for `model_family` and
+    `segmentation_family`, the one choice every ``--tiny`` / ``tiny:=true`` path makes. A family
+    with a tiny model of its own architecture gets it (qwen3_vl: the tiny Qwen3-VL, taught two
+    objects for "all ...", none for "unicorn"); every other family (auto, seg_zero,
+    vision_reasoner, a YAML file) the tiny Qwen2.5-VL. The segmenter is the tiny SAM2 of the
+    sam2 package for auto and sam2, else that transformers family's tiny checkpoint."""
     reasoner, segmenter = ensure_tiny_models(cache_dir)
     own = _TINY_REASONER_OF_FAMILY.get(str(model_family))
+    if segmentation_family not in ("auto", "sam2"):
+        segmenter = ensure_tiny_segmenter(segmentation_family, cache_dir)
     return (own(cache_dir) if own else reasoner), segmenter
+
+
+def ensure_tiny_segmenter(family: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The tiny checkpoint of transformers segmenter `family`, built once into the cache."""
+    from segzero_model.tiny.segmenters import TINY_SEGMENTER_FAMILIES, write_tiny_segmenter
+
+    if family not in TINY_SEGMENTER_FAMILIES:
+        raise ValueError(
+            f"no tiny segmenter for segmentation family {family!r}; there are sam2, "
+            f"{', '.join(TINY_SEGMENTER_FAMILIES)}"
+        )
+    digest = hashlib.sha256((Path(__file__).parent / "segmenters.py").read_bytes())
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = root / f"tiny-{family}-{digest.hexdigest()[:12]}"
+
+    def built(path: Path) -> bool:
+        return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+
+    return build_into_cache(target, lambda path: write_tiny_segmenter(path, family), built)
 
 
 def build_into_cache(

@@ -465,3 +465,28 @@ def test_infer_tiny_qwen3_vl_one_object(tiny_env, tmp_path, capsys):
     (only,) = result["objects"]
     assert only["bbox"] == pytest.approx([64, 96, 384, 384])
     assert result["bbox"] == only["bbox"] and "object 1:" not in out
+
+
+@pytest.mark.parametrize("family", ["edgetam", "sam3_tracker"])
+def test_infer_and_track_with_a_transformers_segmenter_family(
+    family, tiny_env, clip, tmp_path, capsys
+):
+    """--tiny --segmentation-family F: the tiny checkpoint of that family segments the answer
+    (`segzero infer`) and tracks it (`segzero track`), through the same commands."""
+    from segzero_model.tiny import ensure_tiny_segmenter
+
+    code = main(
+        ["infer", "--tiny", "--segmentation-family", family, "--image", str(SCENE)]
+        + ["--query", "the red cup", "--device", "cpu", "--json", str(tmp_path / "r.json")]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert str(ensure_tiny_segmenter(family)) in captured.err  # the model it loaded
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["status"] == "ok" and result["mask_area"] >= 0
+
+    _, frames = clip
+    code = track("--tiny", "--segmentation-family", family, "--frames", str(frames))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"frames:    {CLIP_FRAMES} read" in captured.out
