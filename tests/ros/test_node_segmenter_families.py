@@ -62,9 +62,7 @@ def test_the_node_answers_and_tracks_with_edgetam(edgetam_node, monkeypatch):
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(probe)
     results, states, sent = [], [], []
-    probe.create_subscription(
-        SegmentationResult, f"{NAMESPACE}/segzero/result", results.append, 10
-    )
+    probe.create_subscription(SegmentationResult, f"{NAMESPACE}/segzero/result", results.append, 10)
     probe.create_subscription(
         TrackingState, f"{NAMESPACE}/segzero/tracking/state", states.append, 10
     )
@@ -99,9 +97,8 @@ def test_the_node_answers_and_tracks_with_edgetam(edgetam_node, monkeypatch):
         time.sleep(1.0)  # a few frames in, so the query has a recent one
         queries.publish(String(data="the red square"))
         while not results or len(states) < 3:
-            assert time.monotonic() < deadline, (
-                f"{len(results)} results, {len(states)} tracking states: {node_process.text[-2000:]}"
-            )
+            counts = f"{len(results)} results, {len(states)} tracking states"
+            assert time.monotonic() < deadline, f"{counts}: {node_process.text[-2000:]}"
             time.sleep(0.1)
     finally:
         stop.set()
