@@ -101,7 +101,7 @@ class SegZeroPipeline:
         `local.Reasoner`; a server caches prefixes itself): the frames whose prompt prefix is
         kept for further queries (None: the default, 0 with `compile`) and the compiled decode
         (CUDA), which cannot be combined with prefix reuse nor with `reasoning_url`."""
-        from segzero_model.segmentation.families import load_segmenter
+        from segzero_model.segmentation.loading import load_segmenter
 
         if reasoning_url and compile:
             raise ValueError("compile applies to a reasoning model loaded here, not reasoning_url")

@@ -159,7 +159,7 @@ class Validation:
         if self.segmentation_model is None:
             return None
         if self._segmenter is None:
-            from segzero_model.segmentation.families import load_segmenter
+            from segzero_model.segmentation.loading import load_segmenter
 
             self._segmenter = load_segmenter(self.segmentation_model, device=device)
         return self._segmenter

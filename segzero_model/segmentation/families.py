@@ -101,15 +101,3 @@ def family_for_segmenter(model: str | os.PathLike, family: str = "auto") -> Segm
             )
         return found
     return SEGMENTER_FAMILIES["sam2"]
-
-
-def load_segmenter(model: str | os.PathLike, *, family: str = "auto", device: str = "auto"):
-    """The segmenter for `model` in `family` ("auto": from the checkpoint), on `device`."""
-    chosen = family_for_segmenter(model, family)
-    if chosen.library == "sam2":
-        from segzero_model.segmentation.segmenter import Segmenter
-
-        return Segmenter.from_pretrained(model, device=device)
-    from segzero_model.segmentation.transformers_segmenter import TransformersSegmenter
-
-    return TransformersSegmenter.from_pretrained(model, family=chosen, device=device)

@@ -67,6 +67,7 @@ def test_launch_arguments_are_node_parameters():
         "reasoning_url",
         "model_family",
         "segmentation_model",
+        "segmentation_family",
         "device",
         "image_topic",
         "compressed",

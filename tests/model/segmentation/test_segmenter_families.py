@@ -15,9 +15,9 @@ from segzero_model.errors import ModelNotFoundError
 from segzero_model.segmentation.families import (
     SEGMENTER_FAMILIES,
     family_for_segmenter,
-    load_segmenter,
     segmenter_family,
 )
+from segzero_model.segmentation.loading import load_segmenter
 from segzero_model.segmentation.segmenter import Segmenter
 from segzero_model.segmentation.transformers_segmenter import TransformersSegmenter
 from segzero_model.tiny import ensure_tiny_segmenter
