@@ -17,7 +17,9 @@
 #   remote                      benchmarks/remote_overhead.py: the openai backend against a local
 #                               `transformers serve` (recorded as skipped without the serving
 #                               extras: pip install "transformers[serving]")
-# Each step has its own time limit (together 455 s at most, kills included); a step that fails or runs out of time is recorded with its
+#   segmenters                  benchmarks/segmenters.py: sam2 hiera t/s/b+/l, EdgeTAM (needs
+#                               timm: carry its wheel) and the SAM3 tracker side by side
+# Each step has its own time limit (together 515 s at most, kills included); a step that fails or runs out of time is recorded with its
 # exit code and the end of its log, and the suite goes on. The JSON holds every step's own JSON
 # object, the device, the date and the git commit.
 set -uo pipefail
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1 ;;
     --output) output="$2"; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "gpu_suite: unknown argument $1 (--smoke, --output FILE)" >&2; exit 2 ;;
   esac
   shift
@@ -64,6 +66,7 @@ if [ "$smoke" = 1 ]; then
   step sam2_tiny 300 "$python" -m benchmarks.sam2_embedding --config sam2.1_hiera_t --device cpu --repeats 1 --width 64 --height 48 --no-compile
   step tracking 300 "$python" -m benchmarks.tracking --device cpu --frames 20 --pipeline-frames 1 --width 160 --height 120
   step remote 300 "$python" -m benchmarks.remote_overhead --device cpu --queries 2 --new-tokens 8
+  step segmenters 300 "$python" -m benchmarks.segmenters --tiny --device cpu --repeats 1 --models hiera_t,hiera_l,edgetam,sam3_tracker
 else
   device=cuda
   step pipeline_3b 90 "$python" -m benchmarks.pipeline --arch 3b --device cuda --new-tokens 128 --repeats 3 --compile
@@ -73,6 +76,7 @@ else
   step sam2_large 55 "$python" -m benchmarks.sam2_embedding --config sam2.1_hiera_l --device cuda
   step tracking 35 "$python" -m benchmarks.tracking --sam2-config sam2.1_hiera_l --device cuda --frames 200 --pipeline-frames 3
   step remote 35 "$python" -m benchmarks.remote_overhead --device cuda --queries 5 --new-tokens 32
+  step segmenters 60 "$python" -m benchmarks.segmenters --device cuda --repeats 3
 fi
 
 "$python" - "$work" "$output" "$device" "$smoke" "${steps[@]}" <<'EOF'

@@ -41,9 +41,10 @@ QUERY = "the red cup"  # the tiny reasoner answers it OK
 
 
 class NodeProcess:
-    """The perception node in its own process, on the tiny models."""
+    """The perception node in its own process, on the tiny models (or what `params` name),
+    after the parameter file `params_file` when given."""
 
-    def __init__(self, cache_dir: str | None, **params):
+    def __init__(self, cache_dir: str | None, params_file: Path | None = None, **params):
         from segzero_model.tiny import ensure_tiny_models
 
         reasoner_dir, segmenter_dir = ensure_tiny_models(cache_dir)
@@ -58,6 +59,8 @@ class NodeProcess:
             **params,
         }
         command = [sys.executable, "-m", "segzero_ros.main", "--ros-args"]
+        if params_file is not None:
+            command += ["--params-file", str(params_file)]
         for name, value in values.items():
             command += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
         self.log = tempfile.NamedTemporaryFile("w+", prefix="segzero-bench-node-", suffix=".log")

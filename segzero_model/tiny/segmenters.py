@@ -61,7 +61,7 @@ def _sam2_hf():
         "fpn_hidden_size": _WIDTH,
     }
     config = Sam2VideoConfig(vision_config=vision, **_decoder_and_memory())
-    return Sam2VideoModel(config), _processor(Sam2VideoProcessor)
+    return Sam2VideoModel(config), released_processor(Sam2VideoProcessor)
 
 
 def _edgetam():
@@ -98,7 +98,7 @@ def _edgetam():
     )
     del memory["memory_attention_feed_forward_hidden_size"]  # EdgeTAM calls it mlp_hidden_size
     config = EdgeTamVideoConfig(vision_config=vision, **memory)
-    return EdgeTamVideoModel(config), _processor(Sam2VideoProcessor)
+    return EdgeTamVideoModel(config), released_processor(Sam2VideoProcessor)
 
 
 def _sam3_tracker():
@@ -121,15 +121,41 @@ def _sam3_tracker():
         "fpn_hidden_size": _WIDTH,
     }
     config = Sam3TrackerVideoConfig(vision_config=vision, **_decoder_and_memory())
-    return Sam3TrackerVideoModel(config), _processor(Sam3TrackerVideoProcessor, side=1008)
+    return Sam3TrackerVideoModel(config), released_processor(Sam3TrackerVideoProcessor, side=1008)
 
 
 _BUILDERS = {"sam2_hf": _sam2_hf, "edgetam": _edgetam, "sam3_tracker": _sam3_tracker}
 TINY_SEGMENTER_FAMILIES = tuple(_BUILDERS)
 
 
-def write_tiny_segmenter(directory: str | os.PathLike, family: str, *, seed: int = 0) -> Path:
-    """Write the tiny checkpoint of transformers segmenter `family` into `directory`."""
+def _released_architecture(family: str):
+    """The family's released architecture at random weights (transformers' default configs;
+    sam2_hf's is SAM2.1 hiera-tiny), with its processor."""
+    import transformers as t
+
+    if family == "sam2_hf":
+        return t.Sam2VideoModel(t.Sam2VideoConfig()), released_processor(t.Sam2VideoProcessor)
+    if family == "edgetam":
+        backbone = t.TimmWrapperConfig(
+            architecture="repvit_m1",  # the default config's key is misspelled (see above)
+            do_pooling=False,
+            model_args={"in_chans": 3, "features_only": True, "out_indices": [0, 1, 2, 3]},
+        )
+        config = t.EdgeTamVideoConfig(vision_config=t.EdgeTamVisionConfig(backbone_config=backbone))
+        return t.EdgeTamVideoModel(config), released_processor(t.Sam2VideoProcessor)
+    if family == "sam3_tracker":
+        model = t.Sam3TrackerVideoModel(t.Sam3TrackerVideoConfig())
+        return model, released_processor(t.Sam3TrackerVideoProcessor, side=1008)
+    raise ValueError(
+        f"no released architecture for {family!r}; there are {TINY_SEGMENTER_FAMILIES}"
+    )
+
+
+def write_tiny_segmenter(
+    directory: str | os.PathLike, family: str, *, seed: int = 0, real_size: bool = False
+) -> Path:
+    """Write the tiny checkpoint of transformers segmenter `family` into `directory` (with
+    `real_size`, the released architecture at random weights: for benchmarks)."""
     import torch
 
     if family not in _BUILDERS:
@@ -137,13 +163,14 @@ def write_tiny_segmenter(directory: str | os.PathLike, family: str, *, seed: int
     directory = Path(directory)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model, processor = _BUILDERS[family]()
+        build = (lambda: _released_architecture(family)) if real_size else _BUILDERS[family]
+        model, processor = build()
     model.eval().save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
 
 
-def _processor(processor_class, side: int = 1024):
+def released_processor(processor_class, side: int = 1024):
     """The family's processor as released: `side`-pixel input (SAM2 and EdgeTAM 1024, the SAM3
     tracker 1008), masks at a quarter of it."""
     import transformers

@@ -150,7 +150,9 @@ def test_the_gpu_suite_runs_every_step_reduced_on_the_cpu(smoke_suite):
     report = smoke_suite
     assert report["mode"] == "smoke" and report["git_commit"]
     steps = report["steps"]
-    assert list(steps) == ["pipeline_tiny", "prefix_tiny", "sam2_tiny", "tracking", "remote"]
+    assert list(steps) == [
+        "pipeline_tiny", "prefix_tiny", "sam2_tiny", "tracking", "remote", "segmenters",
+    ]  # fmt: skip
     assert steps["pipeline_tiny"]["result"]["generated_tokens"] == 4
     assert steps["sam2_tiny"]["result"]["eager_s_median"] > 0
     assert steps["remote"]["result"]["same_answers"] == 2
@@ -179,3 +181,43 @@ def test_grpo_throughput_reports_completions_per_second(tiny_cache):
     report = json.loads(completed.stdout)
     assert report["completions_per_step"] == 2 and len(report["step_s"]) == 1
     assert report["completions_per_s"] == pytest.approx(2 / report["step_s_median"], rel=0.01)
+
+
+def test_segmenters_benchmark_reports_every_family_against_hiera_large(smoke_suite):
+    """benchmarks/segmenters.py (the suite's step, on the tiny checkpoints): every stage of
+    every model timed, the ratios to hiera-large from the same run, the RESULTS.md table."""
+    report = step_report(smoke_suite, "segmenters")
+    assert report["benchmark"] == "segmenters" and report["tiny"] is True
+    assert list(report["results"]) == ["hiera_t", "hiera_l", "edgetam", "sam3_tracker"]
+    for name, result in report["results"].items():
+        for stage in ("embed_s", "decode_s", "track_step_s"):
+            assert result[stage] > 0, (name, stage)
+        assert result["params_m"] > 0
+        ratio = report["ratio_to_hiera_l"][name]["track_step_s"]
+        expected = result["track_step_s"] / report["results"]["hiera_l"]["track_step_s"]
+        assert ratio == pytest.approx(expected)
+    assert report["ratio_to_hiera_l"]["hiera_l"]["embed_s"] == 1.0
+    rows = report["table"].splitlines()
+    assert rows[0].startswith("| model | params (M) |") and len(rows) == 2 + 4
+    assert rows[4].startswith("| edgetam |")
+
+
+def test_a_segmenter_that_cannot_load_is_recorded_and_the_others_run(tiny_cache, tmp_path):
+    """EdgeTAM without timm (the GPU image has none unless carried): its row says why."""
+    blocker = tmp_path / "no_timm"
+    blocker.mkdir()
+    (blocker / "timm.py").write_text("raise ImportError('timm is not installed here')\n")
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.segmenters", "--tiny", "--repeats", "1"]
+        + ["--models", "hiera_t,edgetam"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={"SEGZERO_CACHE": str(tiny_cache), "PYTHONPATH": str(blocker), **BARE_ENV},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout)
+    assert report["results"]["hiera_t"]["embed_s"] > 0
+    assert "timm" in report["results"]["edgetam"]["error"]
+    assert "| edgetam | cannot load:" in report["table"]

@@ -57,3 +57,12 @@ def test_a_preset_names_its_drivers_topics(name):
     assert {key: values[key] for key in expected} == expected
     if "depth_scale" not in expected:  # 32FC1 metres: the node's default scale of 1.0
         assert "depth_scale" not in values
+
+
+def test_the_edge_recipe_is_a_valid_parameter_file_for_a_server_and_edgetam():
+    """config/edge.yaml: the reasoner on a server, EdgeTAM (transformers' format) on the robot."""
+    values = load_params_file(ROOT / "config" / "edge.yaml")
+    assert values["reasoning_url"].startswith("http") and values["reasoning_url"].endswith("/v1")
+    assert values["segmentation_family"] == "edgetam"
+    assert values["segmentation_model"] == "yonigozlan/EdgeTAM-hf"
+    assert values["track"] is True

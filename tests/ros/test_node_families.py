@@ -64,7 +64,8 @@ def query(text: str, namespace: str = NAMESPACE) -> subprocess.CompletedProcess:
 
 def test_the_node_loads_the_tiny_qwen3_vl(qwen3_node):
     node, reasoner = qwen3_node
-    assert f"--tiny, model_family qwen3_vl: the tiny models {reasoner}," in node.text
+    said = f"--tiny, model_family qwen3_vl, segmentation_family auto: the tiny models {reasoner},"
+    assert said in node.text
 
 
 def test_a_query_with_all_prints_two_objects(qwen3_node):

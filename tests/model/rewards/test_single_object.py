@@ -212,6 +212,9 @@ def test_thinking_format(text, expected):
         ('{"bbox_2d": [1, 2, 3, 4], "point_1": [2, 3], "point_2": [2, 3]}', (0, 1), (0, 1)),
         ('{"BBox": [1, 2, 3, 4], "Points1": [2, 3], "Points2": [2, 3]}', (0, 1), (0, 1)),
         ('{"bbox": [1, 2, 3, 4], "points_1": [2, 3]}', (0, 0), (0, 0)),  # one point
+        # Released: the first two "point" keys are read, a third is not.
+        ('{"bbox": [1, 2, 3, 4], "points_1": [2, 3], "points_2": [2, 3], "points_3": [4, 5, 6]}',
+         (1, 1), (1, 1)),
         ('{"bbox": [1, 2, 3, 4], "points": [[2, 3], [4, 5]]}', (0, 0), (0, 0)),
         ('{"box": [1, 2, 3, 4], "points_1": [2, 3], "points_2": [2, 3]}', (0, 0), (0, 0)),
         # Values: released, lists of 4 / 2 of anything; tolerant, finite numbers.
