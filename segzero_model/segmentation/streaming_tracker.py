@@ -43,6 +43,23 @@ def _has_sam2_extension() -> bool:
     return True
 
 
+def check_track_prompts(box, points, mask) -> None:
+    """What every tracker's `add` accepts: a mask, or a box and/or points, never both."""
+    if mask is not None and (box is not None or points is not None):
+        raise ValueError("a track starts from a mask or from a box/points, not both")
+    if mask is None and box is None and not points:
+        raise ValueError("a track needs a box, points or a mask to start from")
+
+
+def check_frame(image) -> None:
+    """What every tracker takes as a frame: an HxWx3 uint8 RGB array."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", type(image).__name__)
+        raise ValueError(f"a frame must be an HxWx3 RGB array, got {shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"a frame must be uint8 RGB, got {image.dtype}")
+
+
 @dataclass(frozen=True)
 class TrackedMask:
     """One track on one frame: the mask at the frame's size and what it says."""
@@ -154,10 +171,7 @@ class StreamingTracker:
         track's mask on this frame. `track_id` replaces that track (new id when None)."""
         import torch
 
-        if mask is not None and (box is not None or points is not None):
-            raise ValueError("a track starts from a mask or from a box/points, not both")
-        if mask is None and box is None and not points:
-            raise ValueError("a track needs a box, points or a mask to start from")
+        check_track_prompts(box, points, mask)
         features = self._features(image)
         with inference_mode(self.device):
             point_inputs = mask_inputs = None
@@ -241,11 +255,7 @@ class StreamingTracker:
         import torch
         from PIL import Image
 
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-            shape = getattr(image, "shape", type(image).__name__)
-            raise ValueError(f"a frame must be an HxWx3 RGB array, got {shape}")
-        if image.dtype != np.uint8:
-            raise ValueError(f"a frame must be uint8 RGB, got {image.dtype}")
+        check_frame(image)
         height, width = image.shape[:2]
         size = self.model.image_size
         resized = np.array(Image.fromarray(image).resize((size, size))) / 255.0

@@ -20,7 +20,11 @@ import numpy as np
 
 from segzero_model.device import inference_mode
 from segzero_model.segmentation.segmenter import as_box, as_points
-from segzero_model.segmentation.streaming_tracker import TrackedMask
+from segzero_model.segmentation.streaming_tracker import (
+    TrackedMask,
+    check_frame,
+    check_track_prompts,
+)
 
 
 @dataclass
@@ -80,10 +84,7 @@ class TransformersTracker:
         bool `mask` of the image's size; its mask on this frame. `track_id` replaces that track."""
         import torch
 
-        if mask is not None and (box is not None or points is not None):
-            raise ValueError("a track starts from a mask or from a box/points, not both")
-        if mask is None and box is None and not points:
-            raise ValueError("a track needs a box, points or a mask to start from")
+        check_track_prompts(box, points, mask)
         frame = self._frame(image)
         track = _Track(track_id if track_id is not None else next(self._ids), self._session())
         prompts: dict = {}
@@ -130,11 +131,7 @@ class TransformersTracker:
         return self.processor.init_video_session(inference_device=self.device, dtype=torch.float32)
 
     def _frame(self, image: np.ndarray) -> _Frame:
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-            shape = getattr(image, "shape", type(image).__name__)
-            raise ValueError(f"a frame must be an HxWx3 RGB array, got {shape}")
-        if image.dtype != np.uint8:
-            raise ValueError(f"a frame must be uint8 RGB, got {image.dtype}")
+        check_frame(image)
         inputs = self.processor(images=image, return_tensors="pt")
         pixels = inputs["pixel_values"][0].to(self.device)
         with inference_mode(self.device):
