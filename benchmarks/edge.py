@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "edge",
         "recipe": str(RECIPE.relative_to(ROOT)),
-        "segmenter": "EdgeTAM, " + ("tiny" if args.tiny_segmenter else "released architecture")
+        "segmenter": "EdgeTAM, "
+        + ("tiny" if args.tiny_segmenter else "released architecture")
         + " (random weights), in the node on the CPU",
         "reasoner": "tiny Qwen2.5-VL on transformers serve (localhost)",
         "camera": f"{args.width}x{args.height} rgb8 at {args.camera_hz:g} Hz",
