@@ -135,7 +135,13 @@ def predicted_mask(result) -> np.ndarray | None:
 
 def score(result, gt: np.ndarray) -> tuple[int, int, bool]:
     """(intersection, union, failed) of one `SegmentationResult` against its ground truth; the
-    prediction is the union of the answer's objects (`predicted_mask`)."""
+    prediction is the union of the answer's objects (`predicted_mask`). NOT_FOUND ("nothing
+    there") is an empty prediction, not a failure: on an empty ground truth it scores 1, as GRES
+    (gRefCOCO) scores a no-target sample, and 0 on a target."""
+    from segzero_model.result import Status
+
+    if result.status is Status.NOT_FOUND:
+        return 0, int(np.count_nonzero(gt)), False
     pred = predicted_mask(result) if result.ok else None
     failed = pred is None
     if pred is not None and pred.shape != gt.shape:
@@ -157,10 +163,12 @@ def score_record(result, sample) -> dict:
     record = {
         "box_iou": sample_box_iou(boxes, sample.boxes) if parsed else 0.0,
         "parsed": parsed,
+        "no_target": not sample.boxes,  # nothing to find: an empty mask or an empty object list
+        "answered_none": result.status is Status.NOT_FOUND,
         "iou": None,
         "intersection": None,
         "union": None,
-        "failed": not result.ok,
+        "failed": not parsed,
     }
     if sample.mask is not None:
         intersection, union, failed = score(result, sample.mask)
@@ -243,11 +251,43 @@ def summarize(records: dict[int, dict], count: int) -> dict:
     return {
         "count": count,
         **masks,
+        **presence_accuracy([records[index] for index in range(count)]),
         "box_iou": box_iou / count if count else 0.0,
         "parse_rate": parsed / count if count else 0.0,
         "failed": sum(failures.values()),
         "failures": dict(sorted(failures.items())),
     }
+
+
+def presence_accuracy(records: Sequence[dict]) -> dict:
+    """GRES's presence scores: ``n_acc``, the share of no-target rows answered "nothing there"
+    (NOT_FOUND), and ``t_acc``, the share of target rows answered with at least one object
+    (an OK answer); each None where the set has no such row, with the row counts beside them.
+    Rows stored before these were recorded (no ``no_target`` key) are left out."""
+    known = [r for r in records if r.get("no_target") is not None]
+    no_target = [r for r in known if r["no_target"]]
+    target = [r for r in known if not r["no_target"]]
+    answered = [r for r in target if r.get("status") == "ok"]
+    return {
+        "no_target_samples": len(no_target),
+        "n_acc": sum(r["answered_none"] for r in no_target) / len(no_target) if no_target else None,
+        "target_samples": len(target),
+        "t_acc": len(answered) / len(target) if target else None,
+    }
+
+
+def presence_line(metrics: dict, *, can_answer_none: bool) -> str:
+    """The N-acc / T-acc line of the printed summary, saying when the family cannot say none."""
+    n_acc, t_acc = metrics["n_acc"], metrics["t_acc"]
+    line = (
+        f"N-acc {'n/a' if n_acc is None else f'{n_acc:.2%}'} over "
+        f"{metrics['no_target_samples']} no-target samples  T-acc "
+        f"{'n/a' if t_acc is None else f'{t_acc:.2%}'} over "
+        f"{metrics['target_samples']} target samples"
+    )
+    if not can_answer_none and metrics["no_target_samples"]:
+        line += "  (a single-object family: it cannot answer 'none', so N-acc is 0)"
+    return line
 
 
 def _check_resumable(records: dict[int, dict], dataset, path: Path) -> None:
@@ -599,6 +639,9 @@ def main(argv: list[str] | None = None) -> int:
             "requested_dtype": args.dtype,
             "requested_device": args.device,
             "model_family": family.name,
+            # A single-object family (Seg-Zero) always names one object: its N-acc is 0 by
+            # construction, not by mistake; a list family can answer [] ("nothing there").
+            "can_answer_none": family.answer == "list",
             "requested_model_family": args.model_family,
             "image_size": family.image_size,
             "reasoning_url": args.reasoning_url or None,
@@ -621,6 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{scores}  over {metrics['count']} samples ({metrics['failed']} failed: "
         f"{metrics['failures'] or 'none'})"
     )
+    print(presence_line(metrics, can_answer_none=family.answer == "list"))
     print(f"wrote {output_dir / SUMMARY_FILE}")
     return 0
 

@@ -165,6 +165,9 @@ def test_a_failed_prediction_scores_zero_with_the_ground_truth_area_as_union(uni
     assert (failed["iou"], failed["intersection"], failed["union"]) == (0.0, 0, 176)
     summary = read_summary(uninterrupted)
     assert summary["failed"] == 1 and summary["failures"] == {"invalid_query": 1}
+    # Every row has a target: T-acc counts the 4 answered ones; no N-acc without no-target rows.
+    assert (summary["target_samples"], summary["t_acc"]) == (5, 0.8)
+    assert (summary["no_target_samples"], summary["n_acc"]) == (0, None)
 
 
 def test_resume_evaluates_no_sample_twice_and_matches_an_uninterrupted_run(
@@ -367,3 +370,74 @@ def test_evaluate_with_a_reasoning_url_sends_rows_concurrently_and_scores_as_loc
     capsys.readouterr()
     assert evaluate.main([*common, "--output-dir", str(tmp_path / "x"), "--concurrency", "2"]) == 2
     assert "--concurrency needs --reasoning-url" in capsys.readouterr().err
+
+
+def test_presence_is_scored_as_gres_does():
+    """NOT_FOUND is an empty prediction, not a failure: 1 on an empty ground truth, 0 on a
+    target; N-acc and T-acc count the answers by whether the row had something to find."""
+    from segzero_training.evaluate import presence_accuracy, score_record
+    from segzero_training.heldout import HeldOutSample
+
+    empty, target = np.zeros((4, 6), bool), np.zeros((4, 6), bool)
+    target[1:3, 2:5] = True
+    none = SegmentationResult(
+        Status.NOT_FOUND, "q", (6, 4), reason="the model found no such object"
+    )
+    assert score(none, empty) == (0, 0, False) and score(none, target) == (0, 6, False)
+    picture = np.zeros((4, 6, 3), np.uint8)
+    nothing = HeldOutSample(picture, "q", [], empty, {})
+    something = HeldOutSample(picture, "q", [(2.0, 1.0, 4.0, 2.0)], target, {})
+    right = score_record(none, nothing)
+    assert (right["iou"], right["failed"], right["no_target"], right["answered_none"]) == (
+        1.0, False, True, True,
+    )  # fmt: skip
+    wrong = score_record(none, something)
+    assert (wrong["iou"], wrong["failed"], wrong["no_target"]) == (0.0, False, False)
+
+    def row(no_target, status):
+        return {"no_target": no_target, "answered_none": status == "not_found", "status": status}
+
+    records = [
+        row(True, "not_found"),
+        row(True, "ok"),
+        row(True, "not_found"),
+        row(False, "ok"),
+        row(False, "not_found"),
+        row(False, "unparseable_answer"),
+        {"status": "ok"},  # stored before presence was recorded: left out
+    ]
+    assert presence_accuracy(records) == {
+        "no_target_samples": 3,
+        "n_acc": pytest.approx(2 / 3),
+        "target_samples": 3,
+        "t_acc": pytest.approx(1 / 3),
+    }
+    assert presence_accuracy([row(False, "ok")])["n_acc"] is None
+    assert presence_accuracy([row(True, "ok")])["t_acc"] is None
+
+
+def test_a_set_with_no_target_samples_reports_n_acc_and_t_acc(tmp_path, tiny_cache, capsys):
+    """An empty ground-truth mask is a no-target sample; the tiny Seg-Zero reasoner (a
+    single-object family) names an object on every row, so its N-acc is 0 and it says why."""
+    from datasets import Dataset, DatasetDict
+
+    masks = [np.zeros((HEIGHT, WIDTH), bool), gt_masks()[0]]
+    data = {
+        "image": [Image.fromarray(image) for image in images()[:2]],
+        "text": ["the unicorn", "the left box"],
+        "mask": [mask.tolist() for mask in masks],
+    }
+    dataset = tmp_path / "no-target"
+    DatasetDict({"test": Dataset.from_dict(data)}).save_to_disk(str(dataset))
+    output = tmp_path / "out"
+    assert run(dataset, output) == 0
+    lines, summary = read_lines(output), read_summary(output)
+    assert [r["no_target"] for r in lines] == [True, False]
+    assert [r["status"] for r in lines] == ["ok", "ok"]  # the canned answer
+    assert lines[0]["iou"] == 0.0 and lines[0]["union"] > 0  # a mask where nothing is
+    assert (summary["no_target_samples"], summary["n_acc"]) == (1, 0.0)
+    assert (summary["target_samples"], summary["t_acc"]) == (1, 1.0)
+    assert summary["settings"]["can_answer_none"] is False
+    out = capsys.readouterr().out
+    assert "N-acc 0.00% over 1 no-target samples  T-acc 100.00% over 1 target samples" in out
+    assert "single-object family" in out
