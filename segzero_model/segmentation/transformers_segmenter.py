@@ -74,7 +74,7 @@ def _share_modules(image_model, video_model) -> int:
         if not isinstance(twin, torch.nn.Module):
             continue
         mine, theirs = module.state_dict(), twin.state_dict()
-        if mine.keys() != theirs.keys() and all(mine[k].shape == theirs[k].shape for k in mine):
+        if mine.keys() == theirs.keys() and all(mine[k].shape == theirs[k].shape for k in mine):
             setattr(image_model, name, twin)
             shared += 1
     if hasattr(image_model, "no_memory_embedding") and hasattr(video_model, "no_memory_embedding"):
