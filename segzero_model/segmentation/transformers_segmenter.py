@@ -62,13 +62,12 @@ def _check_checkpoint_family(model: str | os.PathLike, family: SegmenterFamily) 
         )
 
 
-def _share_modules(image_model, video_model) -> int:
+def share_modules(image_model, video_model) -> None:
     """Point the image model's modules at the video model's twins (same names, same parameter
     names and shapes: transformers generates both from one definition), so the shared weights
-    are stored once; the number of shared modules."""
+    are stored once; a module whose twin differs keeps its own weights."""
     import torch
 
-    shared = 0
     for name, module in list(image_model.named_children()):
         twin = getattr(video_model, name, None)
         if not isinstance(twin, torch.nn.Module):
@@ -76,10 +75,8 @@ def _share_modules(image_model, video_model) -> int:
         mine, theirs = module.state_dict(), twin.state_dict()
         if mine.keys() == theirs.keys() and all(mine[k].shape == theirs[k].shape for k in mine):
             setattr(image_model, name, twin)
-            shared += 1
     if hasattr(image_model, "no_memory_embedding") and hasattr(video_model, "no_memory_embedding"):
         image_model.no_memory_embedding = video_model.no_memory_embedding
-    return shared
 
 
 class TransformersSegmenter:
@@ -121,7 +118,7 @@ class TransformersSegmenter:
             raise ModelNotFoundError(
                 f"{family.name} segmentation model {str(model)!r} could not be loaded: {exc}"
             ) from exc
-        _share_modules(image, video)
+        share_modules(image, video)
         video, image = video.to(device).eval(), image.to(device).eval()
         logger.info(
             "loaded %s %s on %s in %.1f s", family.name, model, device, time.perf_counter() - start

@@ -94,6 +94,24 @@ def test_the_image_and_video_models_hold_the_weights_once(segmenter):
     assert image <= video
 
 
+def test_only_modules_of_the_same_parameters_are_shared():
+    """A module whose twin has other parameter names or shapes keeps its own weights."""
+    import torch
+
+    from segzero_model.segmentation.transformers_segmenter import share_modules
+
+    image, video = torch.nn.Module(), torch.nn.Module()
+    image.same, video.same = torch.nn.Linear(2, 3), torch.nn.Linear(2, 3)
+    image.shape, video.shape = torch.nn.Linear(2, 3), torch.nn.Linear(2, 4)
+    image.names, video.names = torch.nn.Linear(2, 3), torch.nn.Linear(2, 3, bias=False)
+    image.names.weight = torch.nn.Parameter(torch.zeros(3, 2))
+    image.alone = torch.nn.Linear(2, 2)
+    share_modules(image, video)
+    assert image.same is video.same
+    assert image.shape is not video.shape and image.names is not video.names
+    assert isinstance(image.alone, torch.nn.Linear)
+
+
 def test_masks_are_the_librarys_best_of_three_at_the_images_size(segmenter):
     """The library's image model asked directly (three masks, the best predicted IoU) gives the
     same mask as the segmenter; a box, points or both are prompts."""
