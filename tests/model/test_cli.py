@@ -486,7 +486,10 @@ def test_infer_and_track_with_a_transformers_segmenter_family(
     assert result["status"] == "ok" and result["mask_area"] >= 0
 
     _, frames = clip
-    code = track("--tiny", "--segmentation-family", family, "--frames", str(frames))
+    code = track(
+        "--tiny", "--segmentation-family", family, "--frames", str(frames),
+        "--output", str(tmp_path / "tracked"),
+    )  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert f"frames:    {CLIP_FRAMES} read" in captured.out
