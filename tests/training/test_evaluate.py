@@ -441,3 +441,25 @@ def test_a_set_with_no_target_samples_reports_n_acc_and_t_acc(tmp_path, tiny_cac
     out = capsys.readouterr().out
     assert "N-acc 0.00% over 1 no-target samples  T-acc 100.00% over 1 target samples" in out
     assert "single-object family" in out
+
+
+def test_a_list_family_that_answers_nothing_scores_n_acc_and_gres_giou(tmp_path, tiny_cache):
+    """The tiny Qwen3-VL answers [] for a query with "unicorn" (its canned behaviour): on the
+    no-target row that is right (N-acc 1, IoU 1), on the target row wrong (T-acc 0, IoU 0)."""
+    from datasets import Dataset, DatasetDict
+
+    masks = [np.zeros((HEIGHT, WIDTH), bool), gt_masks()[0]]
+    data = {
+        "image": [Image.fromarray(image) for image in images()[:2]],
+        "text": ["the unicorn", "the unicorn on the left"],
+        "mask": [mask.tolist() for mask in masks],
+    }
+    dataset = tmp_path / "no-target"
+    DatasetDict({"test": Dataset.from_dict(data)}).save_to_disk(str(dataset))
+    output = tmp_path / "out"
+    assert run(dataset, output, "--model-family", "qwen3_vl") == 0
+    lines, summary = read_lines(output), read_summary(output)
+    assert [r["status"] for r in lines] == ["not_found", "not_found"]
+    assert [r["iou"] for r in lines] == [1.0, 0.0] and not any(r["failed"] for r in lines)
+    assert (summary["n_acc"], summary["t_acc"], summary["giou"]) == (1.0, 0.0, 0.5)
+    assert summary["failed"] == 0 and summary["settings"]["can_answer_none"] is True
