@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks import provenance, transformers_server
-from benchmarks.ros_overhead import summary
+from benchmarks.ros_overhead import summary, use_local_ros
 from benchmarks.tracking_priority import QUERY, NodeProcess, Probe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from segzero_model.tiny import ensure_tiny_models
     from segzero_model.tiny.segmenters import write_tiny_segmenter
 
-    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(ROOT / "config" / "fastdds_large_frames.xml")
-    os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    use_local_ros(ROOT / "config" / "fastdds_large_frames.xml")
     import rclpy
 
     reasoner_dir, _ = ensure_tiny_models()

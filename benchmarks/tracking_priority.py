@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.ros_overhead import image_msg, summary
+from benchmarks.ros_overhead import image_msg, summary, use_local_ros
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERY = "the red cup"  # the tiny reasoner answers it OK
@@ -232,10 +232,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    if args.dds_profile:
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = args.dds_profile  # the node inherits it
-    os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    use_local_ros(args.dds_profile)
     import rclpy
 
     context = rclpy.Context()
