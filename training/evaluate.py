@@ -617,6 +617,9 @@ def main(argv: list[str] | None = None) -> int:
         dtype = None if reasoner.dtype is None else str(reasoner.dtype).removeprefix("torch.")
         family = reasoner.family
         pipeline.close()
+    # A single-object family (Seg-Zero) always names one object: its N-acc is 0 by
+    # construction, not by mistake; a list family can answer [] ("nothing there").
+    can_answer_none = family.answer == "list"
 
     summary = {
         **metrics,
@@ -639,9 +642,7 @@ def main(argv: list[str] | None = None) -> int:
             "requested_dtype": args.dtype,
             "requested_device": args.device,
             "model_family": family.name,
-            # A single-object family (Seg-Zero) always names one object: its N-acc is 0 by
-            # construction, not by mistake; a list family can answer [] ("nothing there").
-            "can_answer_none": family.answer == "list",
+            "can_answer_none": can_answer_none,
             "requested_model_family": args.model_family,
             "image_size": family.image_size,
             "reasoning_url": args.reasoning_url or None,
@@ -664,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{scores}  over {metrics['count']} samples ({metrics['failed']} failed: "
         f"{metrics['failures'] or 'none'})"
     )
-    print(presence_line(metrics, can_answer_none=family.answer == "list"))
+    print(presence_line(metrics, can_answer_none=can_answer_none))
     print(f"wrote {output_dir / SUMMARY_FILE}")
     return 0
 

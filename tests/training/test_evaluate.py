@@ -416,19 +416,25 @@ def test_presence_is_scored_as_gres_does():
     assert presence_accuracy([row(True, "ok")])["t_acc"] is None
 
 
-def test_a_set_with_no_target_samples_reports_n_acc_and_t_acc(tmp_path, tiny_cache, capsys):
-    """An empty ground-truth mask is a no-target sample; the tiny Seg-Zero reasoner (a
-    single-object family) names an object on every row, so its N-acc is 0 and it says why."""
+def no_target_set(directory, texts):
+    """A two-row evaluation set: row 0 has nothing to find (an empty mask), row 1 a target."""
     from datasets import Dataset, DatasetDict
 
     masks = [np.zeros((HEIGHT, WIDTH), bool), gt_masks()[0]]
     data = {
         "image": [Image.fromarray(image) for image in images()[:2]],
-        "text": ["the unicorn", "the left box"],
+        "text": texts,
         "mask": [mask.tolist() for mask in masks],
     }
-    dataset = tmp_path / "no-target"
+    dataset = directory / "no-target"
     DatasetDict({"test": Dataset.from_dict(data)}).save_to_disk(str(dataset))
+    return dataset
+
+
+def test_a_set_with_no_target_samples_reports_n_acc_and_t_acc(tmp_path, tiny_cache, capsys):
+    """An empty ground-truth mask is a no-target sample; the tiny Seg-Zero reasoner (a
+    single-object family) names an object on every row, so its N-acc is 0 and it says why."""
+    dataset = no_target_set(tmp_path, ["the unicorn", "the left box"])
     output = tmp_path / "out"
     assert run(dataset, output) == 0
     lines, summary = read_lines(output), read_summary(output)
@@ -446,16 +452,7 @@ def test_a_set_with_no_target_samples_reports_n_acc_and_t_acc(tmp_path, tiny_cac
 def test_a_list_family_that_answers_nothing_scores_n_acc_and_gres_giou(tmp_path, tiny_cache):
     """The tiny Qwen3-VL answers [] for a query with "unicorn" (its canned behaviour): on the
     no-target row that is right (N-acc 1, IoU 1), on the target row wrong (T-acc 0, IoU 0)."""
-    from datasets import Dataset, DatasetDict
-
-    masks = [np.zeros((HEIGHT, WIDTH), bool), gt_masks()[0]]
-    data = {
-        "image": [Image.fromarray(image) for image in images()[:2]],
-        "text": ["the unicorn", "the unicorn on the left"],
-        "mask": [mask.tolist() for mask in masks],
-    }
-    dataset = tmp_path / "no-target"
-    DatasetDict({"test": Dataset.from_dict(data)}).save_to_disk(str(dataset))
+    dataset = no_target_set(tmp_path, ["the unicorn", "the unicorn on the left"])
     output = tmp_path / "out"
     assert run(dataset, output, "--model-family", "qwen3_vl") == 0
     lines, summary = read_lines(output), read_summary(output)
