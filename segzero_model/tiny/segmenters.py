@@ -64,28 +64,28 @@ def _sam2_hf():
     return Sam2VideoModel(config), released_processor(Sam2VideoProcessor)
 
 
+def _repvit_backbone(**sizes):
+    """EdgeTAM's RepViT-M1 backbone config (`sizes`: timm's embed_dim / depth; none for the
+    released sizes). EdgeTamConfig()'s own default misspells the key ("archirecture") and so
+    builds a ResNet-50: name the architecture, as the released config.json does."""
+    from transformers import TimmWrapperConfig
+
+    return TimmWrapperConfig(
+        architecture="repvit_m1",
+        do_pooling=False,
+        model_args={"in_chans": 3, "features_only": True, "out_indices": [0, 1, 2, 3], **sizes},
+    )
+
+
 def _edgetam():
     from transformers import (
         EdgeTamVideoConfig,
         EdgeTamVideoModel,
         EdgeTamVisionConfig,
         Sam2VideoProcessor,
-        TimmWrapperConfig,
     )
 
-    # EdgeTamConfig()'s own default misspells the key ("archirecture") and so builds a
-    # ResNet-50: name the architecture, as the released config.json does.
-    backbone = TimmWrapperConfig(
-        architecture="repvit_m1",
-        do_pooling=False,
-        model_args={
-            "in_chans": 3,
-            "features_only": True,
-            "out_indices": [0, 1, 2, 3],
-            "embed_dim": _DIMS,
-            "depth": [1, 1, 1, 1],
-        },
-    )
+    backbone = _repvit_backbone(embed_dim=_DIMS, depth=[1, 1, 1, 1])
     vision = EdgeTamVisionConfig(
         backbone_config=backbone, backbone_channel_list=_DIMS[::-1], fpn_hidden_size=_WIDTH
     )
@@ -128,27 +128,34 @@ _BUILDERS = {"sam2_hf": _sam2_hf, "edgetam": _edgetam, "sam3_tracker": _sam3_tra
 TINY_SEGMENTER_FAMILIES = tuple(_BUILDERS)
 
 
-def _released_architecture(family: str):
-    """The family's released architecture at random weights (transformers' default configs;
-    sam2_hf's is SAM2.1 hiera-tiny), with its processor."""
+def _released_sam2_hf():
     import transformers as t
 
-    if family == "sam2_hf":
-        return t.Sam2VideoModel(t.Sam2VideoConfig()), released_processor(t.Sam2VideoProcessor)
-    if family == "edgetam":
-        backbone = t.TimmWrapperConfig(
-            architecture="repvit_m1",  # the default config's key is misspelled (see above)
-            do_pooling=False,
-            model_args={"in_chans": 3, "features_only": True, "out_indices": [0, 1, 2, 3]},
-        )
-        config = t.EdgeTamVideoConfig(vision_config=t.EdgeTamVisionConfig(backbone_config=backbone))
-        return t.EdgeTamVideoModel(config), released_processor(t.Sam2VideoProcessor)
-    if family == "sam3_tracker":
-        model = t.Sam3TrackerVideoModel(t.Sam3TrackerVideoConfig())
-        return model, released_processor(t.Sam3TrackerVideoProcessor, side=1008)
-    raise ValueError(
-        f"no released architecture for {family!r}; there are {TINY_SEGMENTER_FAMILIES}"
-    )
+    return t.Sam2VideoModel(t.Sam2VideoConfig()), released_processor(t.Sam2VideoProcessor)
+
+
+def _released_edgetam():
+    import transformers as t
+
+    vision = t.EdgeTamVisionConfig(backbone_config=_repvit_backbone())
+    model = t.EdgeTamVideoModel(t.EdgeTamVideoConfig(vision_config=vision))
+    return model, released_processor(t.Sam2VideoProcessor)
+
+
+def _released_sam3_tracker():
+    import transformers as t
+
+    model = t.Sam3TrackerVideoModel(t.Sam3TrackerVideoConfig())
+    return model, released_processor(t.Sam3TrackerVideoProcessor, side=1008)
+
+
+# The released architectures at random weights (transformers' default configs; sam2_hf's is
+# SAM2.1 hiera-tiny), with their processors: for benchmarks.
+_RELEASED_BUILDERS = {
+    "sam2_hf": _released_sam2_hf,
+    "edgetam": _released_edgetam,
+    "sam3_tracker": _released_sam3_tracker,
+}
 
 
 def write_tiny_segmenter(
@@ -163,8 +170,7 @@ def write_tiny_segmenter(
     directory = Path(directory)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        build = (lambda: _released_architecture(family)) if real_size else _BUILDERS[family]
-        model, processor = build()
+        model, processor = (_RELEASED_BUILDERS if real_size else _BUILDERS)[family]()
     model.eval().save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
