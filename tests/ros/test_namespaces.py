@@ -130,13 +130,26 @@ def test_a_bare_node_name_section_applies_in_a_namespace(probe):
     for side, expected in (("left", 3), ("right", 8)):  # right: the package's config
         client = node.create_client(GetParameters, f"/{side}/segzero_perception/get_parameters")
         assert client.wait_for_service(timeout_sec=WAIT)
-        future = client.call_async(GetParameters.Request(names=["queue_size"]))
-        deadline = time.monotonic() + WAIT
-        while not future.done():
-            assert time.monotonic() < deadline, f"no answer from /{side}/segzero_perception"
-            time.sleep(0.05)
-        assert future.result().values[0].integer_value == expected, side
+        response = call_with_retries(client, GetParameters.Request(names=["queue_size"]))
+        assert response is not None, f"no answer from /{side}/segzero_perception"
+        assert response.values[0].integer_value == expected, side
         node.destroy_client(client)
+
+
+def call_with_retries(client, request, attempt_s: float = 5.0):
+    """The response, or None after WAIT. A request sent just after discovery can be lost (the
+    server's reply writer has not matched our reader yet: wait_for_service does not wait for
+    that), so an idempotent call is sent again every `attempt_s` seconds."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        future = client.call_async(request)
+        attempt_end = min(deadline, time.monotonic() + attempt_s)
+        while not future.done() and time.monotonic() < attempt_end:
+            time.sleep(0.05)
+        if future.done():
+            return future.result()
+        client.remove_pending_request(future)
+    return None
 
 
 def test_each_node_answers_its_own_topic_queries(probe):

@@ -79,13 +79,19 @@ def test_topic_query_gets_result_mask_reasoning_and_overlay(harness):
     late_results: list = []
     sub2 = probe.node.create_subscription(R, "/segzero/result", late_results.append, LATCHED)
     try:
+        # Matched by query_id: earlier tests asked "the red cup" too, and the history comes
+        # one message at a time, so waiting for the text could stop at an older one.
         wait_until(
-            lambda: late and any(r.query == "the red cup" for r in late_results),
+            lambda: (
+                any(m.header == header for m in late)
+                and any(r.query_id == result.query_id for r in late_results)
+            ),
             10,
             "latched mask and result",
         )
         # The result topic keeps the last 10, delivered oldest first: ours is the newest.
-        assert late[-1].header == header and late_results[-1].query == "the red cup"
+        assert late[-1].header == header and late_results[-1].query_id == result.query_id
+        assert late_results[-1].query == "the red cup"
     finally:
         probe.node.destroy_subscription(sub)
         probe.node.destroy_subscription(sub2)
