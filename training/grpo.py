@@ -43,6 +43,7 @@ from segzero_training.runs import (
     CHECK_HELP,
     EXIT_BAD_RECIPE,
     ModelDataArguments,
+    leave_process_group,
     metrics_callback,
     read_command_line,
     resume_argument,
@@ -277,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     if check_only:
         print("grpo.py: pre-flight checks passed")
         return 0
+    try:
+        return train_and_save(args, config)
+    finally:
+        leave_process_group()
+
+
+def train_and_save(args, config) -> int:
     trainer = build_trainer(args, config)
     trainer.train(resume_from_checkpoint=resume_argument(config))
     best = best_checkpoint(trainer.state)

@@ -1,6 +1,6 @@
 """What the GRPO and SFT scripts share around their TRL trainer: the model and data arguments,
-reading the command line, the metrics file, resuming, and the final save that `segzero infer`
-loads."""
+reading the command line, the metrics file, resuming, the final save that `segzero infer`
+loads, and leaving torchrun's process group."""
 
 from __future__ import annotations
 
@@ -144,6 +144,16 @@ def resume_argument(config) -> str | bool | None:
     if value in (None, "", "false", "False"):
         return None
     return True if value in ("true", "True") else value
+
+
+def leave_process_group() -> None:
+    """Under torchrun: end the process group before exit. Left to the interpreter's exit, gloo's
+    threads can outlive it and a rank aborts ("terminate called without an active exception")
+    after the run has finished and saved."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def save_final(trainer, output_dir: str, args: ModelDataArguments, **recipe) -> Path:

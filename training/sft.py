@@ -45,6 +45,7 @@ from segzero_training.runs import (
     CHECK_HELP,
     EXIT_BAD_RECIPE,
     ModelDataArguments,
+    leave_process_group,
     metrics_callback,
     read_command_line,
     resume_argument,
@@ -215,11 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     if check_only:
         print("sft.py: pre-flight checks passed")
         return 0
-    trainer = build_trainer(args, config)
-    trainer.train(resume_from_checkpoint=resume_argument(config))
-    output = save_final(trainer, config.output_dir, args, method="sft", thinking=False)
-    logger.info("final model saved in %s", output)
-    return 0
+    try:
+        trainer = build_trainer(args, config)
+        trainer.train(resume_from_checkpoint=resume_argument(config))
+        output = save_final(trainer, config.output_dir, args, method="sft", thinking=False)
+        logger.info("final model saved in %s", output)
+        return 0
+    finally:
+        leave_process_group()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 from segzero_training.runs import (
     METRICS_FILE,
     ModelDataArguments,
+    leave_process_group,
     metrics_callback,
     resume_argument,
 )
@@ -51,3 +52,21 @@ def test_metrics_are_appended_one_json_line_per_log_with_its_step(tmp_path):
         {"step": 1, "loss": 0.5},
         {"step": 2, "loss": 0.25},
     ]
+
+
+def test_the_process_group_is_left_before_exit(tmp_path):
+    """A one-process gloo group, as torchrun makes one per rank: left, and leaving twice (or
+    without torchrun) does nothing."""
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        assert dist.is_initialized()
+        leave_process_group()
+        assert not dist.is_initialized()
+        leave_process_group()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
