@@ -65,6 +65,7 @@ OVERRIDABLE = (
     "compressed",
     "track",
     "use_depth",
+    "publish_detections",
 )
 _TABLE = {param.name: param for param in PARAMS}
 

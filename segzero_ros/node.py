@@ -6,10 +6,10 @@ This module is the lifecycle and the wiring. The rooms around it: `main` (the co
 `goals` (the Segment action's goal flow), `diagnostics` (counters, health, /diagnostics),
 `inputs` (frames and requests), `worker` (one thread serving jobs in order), `tracking` (the
 answered objects followed on later frames, and its device lock), `spatial` and `depth_sync`
-(the 3D position from a depth camera), `convert` (messages <-> numpy), `params` (the one
-parameter table). A room gets a small frozen services object (`GoalServices`,
-`SpatialServices`, `TrackingServices`: the node's callables it uses), never the node, so each
-is built and tested alone.
+(the 3D position from a depth camera), `detections` (the vision_msgs outputs), `convert`
+(messages <-> numpy), `params` (the one parameter table). A room gets a small frozen services
+object (`GoalServices`, `SpatialServices`, `DetectionServices`, `TrackingServices`: the node's
+callables it uses), never the node, so each is built and tested alone.
 
 Threading: subscription and action callbacks only store the newest camera message or queue a
 job; ONE worker thread answers the jobs in order, each on the newest frame at the time it is
@@ -56,6 +56,7 @@ from visualization_msgs.msg import MarkerArray
 
 from segzero_model.pipeline import validate_query
 from segzero_model.result import SegmentationResult, Status
+from segzero_ros import detections
 from segzero_ros.convert import (
     ImageConversionError,
     compressed_msg_to_rgb,
@@ -66,6 +67,7 @@ from segzero_ros.convert import (
     rgb_to_image_msg,
     status_from_code,
 )
+from segzero_ros.detections import Detections, DetectionServices
 from segzero_ros.diagnostics import NodeState, Stats, UnmatchedPublishers, diagnostic_array
 from segzero_ros.goals import GoalServices, SegmentGoals
 from segzero_ros.inputs import Frame, Request, frame_age, frame_key
@@ -187,11 +189,19 @@ class PerceptionNode(LifecycleNode):
                 tf_buffer=functools.partial(transform_buffer, self),
             )
         )
+        self.detections = Detections(
+            DetectionServices(
+                params=lambda: self.params,
+                publisher=self._pub,
+                target_transform=self.spatial.target_transform,
+            )
+        )
         self.tracking = Tracking(
             TrackingServices(
                 params=lambda: self.params,
                 logger=self.get_logger(),
                 spatial=self.spatial,
+                detections=self.detections,
                 frame=lambda: self._frame,
                 busy=lambda: (worker := self.worker) is not None and worker.pending,
                 publisher=self._pub,
@@ -293,6 +303,10 @@ class PerceptionNode(LifecycleNode):
             "markers": self._publisher(MarkerArray, p.markers_topic, SPATIAL_QOS),
             "cloud": self._publisher(PointCloud2, p.cloud_topic, SPATIAL_QOS),
         }
+        if detections.available():  # vision_msgs: a ROS install, or ../shared/ros2-cli
+            for name, msg_type in detections.message_types().items():
+                topic = getattr(p, detections.TOPIC_PARAMS[name])
+                self._pubs[name] = self._publisher(msg_type, topic, detections.DETECTIONS_QOS)
         self.worker = Worker(self._serve, self._failure, p.queue_size)
         self.worker.start(accept=False)  # jobs are accepted once active
         self._diag_pub = self.create_publisher(
@@ -333,6 +347,7 @@ class PerceptionNode(LifecycleNode):
         self.spatial.start()  # when use_depth
         self.goals.start(p.action_name, self._action_group)
         self.tracking.start(p.stop_tracking_service)
+        self._say_detection_outputs()
         remote = f" at {p.reasoning_url.strip()}" if p.reasoning_url.strip() else ""
         self.get_logger().info(
             f"active: {p.reasoning_model}{remote} + {p.segmentation_model} on {self.device}; "
@@ -340,6 +355,22 @@ class PerceptionNode(LifecycleNode):
             f"action {self.resolve_topic_name(p.action_name)}"
         )
         return result
+
+    def _say_detection_outputs(self) -> None:
+        """Once per activate: which vision_msgs outputs this node has, or why it has none."""
+        p, logger = self.params, self.get_logger()
+        if not detections.available():
+            logger.info(
+                f"no vision_msgs detections: {detections.vision_msgs()}; {detections.MISSING_HINT}"
+            )
+        elif not p.publish_detections:
+            logger.info("vision_msgs detections off (publish_detections false)")
+        else:
+            names = [p.detections_topic] + (
+                [p.detections_3d_topic, p.detections_3d_target_topic] if p.use_depth else []
+            )
+            topics = ", ".join(self.resolve_topic_name(name) for name in names)
+            logger.info(f"vision_msgs detections on {topics}")
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._deactivate("the node was deactivated")  # inputs, then the worker, then models
@@ -533,6 +564,7 @@ class PerceptionNode(LifecycleNode):
             return
         if msg.reasoning:
             self._pubs["reasoning"].publish(String(data=msg.reasoning))
+        self.detections.publish_answer(msg, answer.geometries)  # NOT_FOUND: empty arrays
         if msg.status != ResultMsg.OK or result is None:
             return
         instances = instance_image_msg(result, msg.header)

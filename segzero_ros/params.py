@@ -299,6 +299,31 @@ class PerceptionParams:
         read_only=True,
     )
 
+    publish_detections: bool = _param(
+        True,
+        "Publish every answer and tracked frame as vision_msgs detections (where vision_msgs "
+        "is installed: ros-<distro>-vision-msgs): Detection2DArray, and with use_depth "
+        "Detection3DArray (docs/ros.md, Detections). Changeable at runtime.",
+    )
+    detections_topic: str = _param(
+        "segzero/detections",
+        "One vision_msgs/Detection2D per object of each answer and tracked frame (box in pixels,"
+        " the query as class_id); an empty array for NOT_FOUND.",
+        read_only=True,
+    )
+    detections_3d_topic: str = _param(
+        "segzero/detections_3d",
+        "With use_depth: one vision_msgs/Detection3D per located object (centre and size in the "
+        "colour optical frame, metres); an empty array for NOT_FOUND.",
+        read_only=True,
+    )
+    detections_3d_target_topic: str = _param(
+        "segzero/detections_3d/target",
+        "With use_depth and target_frame: the 3D detections in target_frame (needs tf2_ros and "
+        "a transform at the frame's stamp).",
+        read_only=True,
+    )
+
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, partial: bool = True) -> PerceptionParams:
         """Parameters from `values` (missing names keep their defaults unless `partial` is

@@ -42,6 +42,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from segzero_model.spatial.depth import (
@@ -52,6 +53,7 @@ from segzero_model.spatial.depth import (
     RawDepth,
     locate_object,
 )
+from segzero_model.spatial.frames import RigidTransform
 from segzero_ros.convert import depth_msg_to_array
 from segzero_ros.depth_sync import DepthMatch, DepthMatcher
 from segzero_ros.inputs import stamp_ns
@@ -123,8 +125,7 @@ class SpatialServices:
 
 def transform_buffer(node) -> tuple:
     """A tf2 Buffer fed by a TransformListener on `node` (the listener is returned too, to keep
-    it alive); ImportError without ROS 2's tf2_ros and tf2_geometry_msgs."""
-    import tf2_geometry_msgs  # noqa: F401 - registers PointStamped with tf2
+    it alive); ImportError without ROS 2's tf2_ros."""
     import tf2_ros
 
     buffer = tf2_ros.Buffer()
@@ -278,9 +279,20 @@ class Spatial:
     # ------------------------------------------------------------------ target frame
 
     def _in_target(self, header, geometry: ObjectGeometry) -> PointStamped | None:
-        """The position in target_frame via tf2, or None (no target, no tf2, no transform)."""
+        """The position in target_frame, or None (no target, no tf2, no transform)."""
+        if not self._params().target_frame or not geometry.ok:
+            return None
+        transform = self.target_transform(header)
+        if transform is None:
+            return None
+        target = Header(stamp=header.stamp, frame_id=self._params().target_frame)
+        return PointStamped(header=target, point=_point(transform.apply(geometry.position)))
+
+    def target_transform(self, header) -> RigidTransform | None:
+        """target_frame from the camera frame of `header` at its stamp (tf2), or None: no
+        target_frame, no tf2_ros (said once), or no transform yet (said every 5 s)."""
         target = self._params().target_frame
-        if not target or not geometry.ok:
+        if not target:
             return None
         logger = self._logger
         if self._tf is None:
@@ -290,22 +302,29 @@ class Spatial:
                 if not self._tf_missing_logged:
                     self._tf_missing_logged = True
                     logger.warning(
-                        f"target_frame {target!r} needs ROS 2's tf2_ros and tf2_geometry_msgs, "
-                        f"which this Python environment lacks ({error}); positions stay in the "
+                        f"target_frame {target!r} needs ROS 2's tf2_ros, which this Python "
+                        f"environment lacks ({error}); positions and 3D detections stay in the "
                         f"camera frame {header.frame_id!r} (position_in_target is left empty)"
                     )
                 return None
         from rclpy.duration import Duration as RclDuration
+        from rclpy.time import Time
 
-        point = PointStamped(header=header, point=_point(geometry.position))
         try:
-            return self._tf[0].transform(point, target, timeout=RclDuration(seconds=0.05))
+            stamped = self._tf[0].lookup_transform(
+                target,
+                header.frame_id,
+                Time.from_msg(header.stamp),
+                timeout=RclDuration(seconds=0.05),
+            )
         except Exception as error:  # noqa: BLE001 - tf2's lookup errors: no target position
             logger.warning(
                 f"no transform {header.frame_id!r} -> {target!r}: {error}",
                 throttle_duration_sec=5.0,
             )
             return None
+        t, q = stamped.transform.translation, stamped.transform.rotation
+        return RigidTransform((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
 
     # ------------------------------------------------------------------ outputs
 

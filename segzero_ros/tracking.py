@@ -56,6 +56,7 @@ from segzero_ros.convert import (
     result_objects,
     track_state_code,
 )
+from segzero_ros.detections import Detected, Detections
 from segzero_ros.diagnostics import RateMeter, TrackingSnapshot
 from segzero_ros.inputs import Frame, Request
 from segzero_ros.msg import TrackedObject, TrackingState
@@ -88,6 +89,7 @@ class TrackingServices:
     params: Callable[[], Any]  # the current PerceptionParams (they change at runtime)
     logger: Any  # the node's logger
     spatial: Spatial  # the 3D stage: tracked objects are located in depth
+    detections: Detections  # the vision_msgs outputs: every tracked frame's objects
     frame: Callable[[], Frame | None]  # the newest camera frame
     busy: Callable[[], bool]  # a query runs or waits: the loop takes no frame
     publisher: Callable[[str], Any]  # "tracking_mask" / "tracking_state"; None unconfigured
@@ -355,6 +357,7 @@ class Tracking:
                 header,
                 [(s.track_id, s.query, g) for s, g in zip(statuses, geometries, strict=True)],
             )
+            self._services.detections.publish(header, tracked_detections(statuses, geometries))
         if state_pub is None:
             return
         state = TrackingState(
@@ -410,6 +413,16 @@ def tracked_object(status: TrackStatus, geometry=OFF) -> TrackedObject:
         msg.bbox = [float(v) for v in status.box]
     fill_tracked(msg, geometry)
     return msg
+
+
+def tracked_detections(statuses: list[TrackStatus], geometries) -> list[Detected]:
+    """The TRACKING objects of a tracked frame as detections: id = track id, class_id = the
+    query the track was seeded from."""
+    return [
+        Detected(str(s.track_id), base_query(s.query), float(s.score), s.box, geometry)
+        for s, geometry in zip(statuses, geometries, strict=True)
+        if s.state != LOST and s.box is not None
+    ]
 
 
 def base_query(track_query: str) -> str:

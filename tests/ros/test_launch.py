@@ -73,6 +73,7 @@ def test_launch_arguments_are_node_parameters():
         "compressed",
         "track",
         "use_depth",
+        "publish_detections",
     }
     assert declared_arguments() == {"params_file", "tiny", "namespace", *overridable}
 

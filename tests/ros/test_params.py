@@ -74,7 +74,7 @@ def test_defaults_match_the_brief():
 
 
 def test_table_rows_are_complete():
-    assert len(PARAMS) == len(set(PARAM_NAMES)) == 50
+    assert len(PARAMS) == len(set(PARAM_NAMES)) == 54
     for param in PARAMS:
         assert param.type in (str, int, float, bool)
         assert isinstance(param.default, param.type), param.name

@@ -27,6 +27,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from segzero_model.result import ObjectResult, SegmentationResult, Status  # noqa: E402
 from segzero_model.segmentation.segmenter import Segmenter  # noqa: E402
 from segzero_model.segmentation.streaming_tracker import StreamingTracker  # noqa: E402
+from segzero_ros.detections import Detections, DetectionServices  # noqa: E402
 from segzero_ros.inputs import Frame, Request  # noqa: E402
 from segzero_ros.msg import TrackedObject  # noqa: E402
 from segzero_ros.params import PerceptionParams  # noqa: E402
@@ -84,6 +85,13 @@ class Room:
                 params=lambda: params,
                 logger=logger,
                 spatial=spatial,
+                detections=Detections(
+                    DetectionServices(
+                        params=lambda: params,
+                        publisher=self.publishers.get,
+                        target_transform=spatial.target_transform,
+                    )
+                ),
                 frame=lambda: self.frame,
                 busy=lambda: worker.pending,  # the node's wiring, on a real worker
                 publisher=self.publishers.get,
