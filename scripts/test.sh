@@ -29,6 +29,7 @@ if [ -f "$ros2_cli/setup.sh" ]; then
 fi
 set -u
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 # Two xdist workers (SEGZERO_TEST_WORKERS), each test file on one worker, so that a file's
 # module-scoped node or launch is started once; each worker's ROS tests get DDS domains of their
 # own (tests/conftest.py ros_domain_id). SEGZERO_TEST_WORKERS=0 runs in this process.
