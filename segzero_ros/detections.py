@@ -28,18 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from segzero_model.spatial.depth import ObjectGeometry
 from segzero_model.spatial.frames import RigidTransform
+from segzero_ros.spatial import SPATIAL_QOS
 
-# Reliable (rviz, Foxglove and trackers' default readers match), volatile: detections are news.
-DETECTIONS_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=10,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.VOLATILE,
-)
+# The 3D outputs' QoS (reliable, so rviz's, Foxglove's and trackers' default readers match;
+# volatile: detections are news), so the markers and the boxes of one answer arrive alike.
+DETECTIONS_QOS = SPATIAL_QOS
 # The output publishers' names in the node, and the parameter naming each one's topic.
 TOPIC_PARAMS = {
     "detections": "detections_topic",

@@ -361,6 +361,22 @@ def restored_parameters(node: PerceptionNode) -> Iterator[Callable[..., None]]:
 
 
 @contextlib.contextmanager
+def kept_tracks(harness: Harness) -> Iterator[Callable[..., None]]:
+    """Within the block, tracks that no score or area can lose (the tiny SAM2's object scores
+    hover near 0.5, its masks are noise: with the defaults a track could be lost at any
+    frame); yields `restored_parameters`' setter. After it every track is stopped (once the
+    node is idle) and the parameters are put back."""
+    node = harness.node
+    with restored_parameters(node) as set_params:
+        set_params(lost_score=0.0, lost_min_area=0)
+        try:
+            yield set_params
+        finally:
+            harness.wait_idle()
+            node.tracking.stop_tracks()
+
+
+@contextlib.contextmanager
 def wrap_segment(node: PerceptionNode, wrapper: Callable) -> Iterator[None]:
     """Within the block, the node's worker calls `wrapper(real_segment, *args, **kwargs)`
     instead of its real `pipeline.segment` (a call already in the wrapper finishes there)."""

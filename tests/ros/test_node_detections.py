@@ -17,7 +17,7 @@ vision = ros_importorskip(
 )
 
 from geometry_msgs.msg import PointStamped  # noqa: E402
-from ros_harness import R, restored_parameters, wait_until, wrap_segment  # noqa: E402
+from ros_harness import R, kept_tracks, wait_until, wrap_segment  # noqa: E402
 from test_node_depth import ask_with_depth, depth, depth_probe  # noqa: E402, F401 - fixtures
 from test_node_objects import HEIGHT, WIDTH, goal, not_found, two_objects  # noqa: E402
 
@@ -118,38 +118,33 @@ def test_tracked_frames_are_detections_named_by_track_id(harness, detections_pro
     detection per TRACKING object with a box, id = its track id (as in TrackingState)."""
     node = harness.node
     harness.fresh_frame(width=WIDTH, height=HEIGHT)
-    with restored_parameters(node) as set_params:
-        set_params(lost_score=0.0, lost_min_area=0)
-        try:
-            with wrap_segment(node, two_objects):
-                _, result = goal(harness, "the tracked cups", Segment.Goal.TRACK)
-            assert result.status == R.OK and result.track_id > 0
-            ids = {str(i) for i in node.tracking.track_ids}
-            # The tiny SAM2's tracked masks come out empty (random weights): TRACKING objects
-            # without a box, so these arrays are empty; the ids/boxes of answers are checked
-            # above and tracked_detections' naming in tests/ros/test_detections.py.
-            for _ in range(2):
-                marks = (
-                    detections_probe.mark("detections"),
-                    detections_probe.mark("tracking_state_d"),
-                )
-                header = harness.fresh_frame(width=WIDTH, height=HEIGHT)  # a frame to track
-                array = detections_probe.wait_for(
-                    "detections", lambda m, h=header: m.header == h, after=marks[0], what="2D"
-                )
-                state = detections_probe.wait_for(
-                    "tracking_state_d",
-                    lambda m, h=header: m.header == h,
-                    after=marks[1],
-                    what="tracking state",
-                )
-                expected = [
-                    str(o.track_id)
-                    for o in state.objects
-                    if o.state == TrackedObject.TRACKING and o.has_bbox
-                ]
-                assert [d.id for d in array.detections] == expected
-                assert set(expected) <= ids
-        finally:
-            harness.wait_idle()
-            node.tracking.stop_tracks()
+    with kept_tracks(harness):
+        with wrap_segment(node, two_objects):
+            _, result = goal(harness, "the tracked cups", Segment.Goal.TRACK)
+        assert result.status == R.OK and result.track_id > 0
+        ids = {str(i) for i in node.tracking.track_ids}
+        # The tiny SAM2's tracked masks come out empty (random weights): TRACKING objects
+        # without a box, so these arrays are empty; the ids/boxes of answers are checked
+        # above and tracked_detections' naming in tests/ros/test_detections.py.
+        for _ in range(2):
+            marks = (
+                detections_probe.mark("detections"),
+                detections_probe.mark("tracking_state_d"),
+            )
+            header = harness.fresh_frame(width=WIDTH, height=HEIGHT)  # a frame to track
+            array = detections_probe.wait_for(
+                "detections", lambda m, h=header: m.header == h, after=marks[0], what="2D"
+            )
+            state = detections_probe.wait_for(
+                "tracking_state_d",
+                lambda m, h=header: m.header == h,
+                after=marks[1],
+                what="tracking state",
+            )
+            expected = [
+                str(o.track_id)
+                for o in state.objects
+                if o.state == TrackedObject.TRACKING and o.has_bbox
+            ]
+            assert [d.id for d in array.detections] == expected
+            assert set(expected) <= ids

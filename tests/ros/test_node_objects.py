@@ -18,7 +18,7 @@ ros_importorskip(
 )
 
 from action_msgs.msg import GoalStatus  # noqa: E402
-from ros_harness import R, restored_parameters, wait_until, wrap_segment  # noqa: E402
+from ros_harness import R, kept_tracks, wait_until, wrap_segment  # noqa: E402
 from test_node_depth import ask_with_depth, depth, depth_probe  # noqa: E402, F401 - fixtures
 
 from segzero_model.result import ObjectResult, SegmentationResult, Status  # noqa: E402
@@ -109,25 +109,20 @@ def test_two_objects_result_union_mask_and_instance_image(harness):
 def test_each_object_starts_its_own_track(harness):
     node = harness.node
     harness.fresh_frame(width=WIDTH, height=HEIGHT)
-    with restored_parameters(node) as set_params:
-        set_params(lost_score=0.0, lost_min_area=0)
-        try:
-            with wrap_segment(node, two_objects):
-                status, result = goal(harness, "the cups", Segment.Goal.TRACK)
-            assert status == GoalStatus.STATUS_SUCCEEDED and result.status == R.OK
-            ids = node.tracking.track_ids
-            assert len(ids) == 2 and result.track_id == ids[0] > 0
-            queries = dict(node.tracking._session.queries)
-            assert [queries[i] for i in ids] == ["the cups", "the cups #2"]
+    with kept_tracks(harness):
+        with wrap_segment(node, two_objects):
+            status, result = goal(harness, "the cups", Segment.Goal.TRACK)
+        assert status == GoalStatus.STATUS_SUCCEEDED and result.status == R.OK
+        ids = node.tracking.track_ids
+        assert len(ids) == 2 and result.track_id == ids[0] > 0
+        queries = dict(node.tracking._session.queries)
+        assert [queries[i] for i in ids] == ["the cups", "the cups #2"]
 
-            # The same query answered again replaces both tracks (same names, same ids).
-            with wrap_segment(node, two_objects):
-                _, again = goal(harness, "the cups", Segment.Goal.TRACK)
-            assert sorted(node.tracking.track_ids) == sorted(ids)
-            assert again.track_id == result.track_id
-        finally:
-            harness.wait_idle()
-            node.tracking.stop_tracks()
+        # The same query answered again replaces both tracks (same names, same ids).
+        with wrap_segment(node, two_objects):
+            _, again = goal(harness, "the cups", Segment.Goal.TRACK)
+        assert sorted(node.tracking.track_ids) == sorted(ids)
+        assert again.track_id == result.track_id
 
 
 def test_not_found_sends_reasoning_and_result_but_no_mask(harness):

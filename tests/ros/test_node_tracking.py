@@ -22,7 +22,7 @@ ros_importorskip(
 )
 
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
-from ros_harness import WAIT, R, held_worker, restored_parameters, wait_until  # noqa: E402
+from ros_harness import WAIT, R, held_worker, kept_tracks, wait_until  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
@@ -112,17 +112,12 @@ def tracking(harness, tracking_probe):
         "the tracking subscribers matched",
     )
     assert tracking_probe.wait_for_service(timeout_sec=20), "no stop service"
-    with restored_parameters(node) as set_params:
+    with kept_tracks(harness) as set_params:  # only the LOST test loses tracks
         harness.set_params = set_params
         harness.stop_client = tracking_probe
-        # The tiny SAM2's object scores hover near 0.5 (its masks are noise): with the default
-        # lost_score a track could be lost at any frame. Only the LOST test loses tracks.
-        set_params(lost_score=0.0, lost_min_area=0)
         try:
             yield harness
         finally:
-            harness.wait_idle()
-            node.tracking.stop_tracks()
             del harness.set_params, harness.stop_client
 
 
