@@ -147,6 +147,7 @@ class Spatial:
         self._lock = threading.Lock()  # start/stop from a transition or a parameter change
         self._tf = None  # (buffer, listener) once target_frame was first used with tf2_ros
         self._tf_missing_logged = False
+        self._last_transform = None  # (target, frame, stamp) and what tf2 answered for it
 
     # ------------------------------------------------------------------ inputs
 
@@ -290,10 +291,21 @@ class Spatial:
 
     def target_transform(self, header) -> RigidTransform | None:
         """target_frame from the camera frame of `header` at its stamp (tf2), or None: no
-        target_frame, no tf2_ros (said once), or no transform yet (said every 5 s)."""
+        target_frame, no tf2_ros (said once), or no transform yet (said every 5 s). The last
+        answer is kept: an answer's position and its 3D detections ask for the same frame, and
+        a lookup that fails waits up to 50 ms."""
         target = self._params().target_frame
         if not target:
             return None
+        key = (target, header.frame_id, header.stamp.sec, header.stamp.nanosec)
+        last = self._last_transform  # (key, transform): one tuple, read and set atomically
+        if last is not None and last[0] == key:
+            return last[1]
+        transform = self._lookup(target, header)
+        self._last_transform = (key, transform)
+        return transform
+
+    def _lookup(self, target: str, header) -> RigidTransform | None:
         logger = self._logger
         if self._tf is None:
             try:

@@ -60,3 +60,81 @@ def test_a_3d_box_in_the_target_frame_takes_the_transforms_rotation():
         (0.1, 0.2, 0.3)
     )
     assert moved.header.frame_id == "base_link" and not math.isnan(p.x)
+
+
+class StandInTfBuffer:
+    """tf2_ros is not importable in the pip-only venv: a buffer that answers one fixed
+    transform (camera optical frame -> base_link) as tf2's lookup_transform does, counting
+    the lookups."""
+
+    def __init__(self):
+        self.lookups = []
+
+    def lookup_transform(self, target, source, time, timeout=None):
+        from geometry_msgs.msg import TransformStamped
+
+        self.lookups.append((target, source, time.nanoseconds))
+        stamped = TransformStamped()
+        stamped.transform.translation.z = 1.2
+        q = stamped.transform.rotation
+        q.x, q.y, q.z, q.w = -0.5, 0.5, -0.5, 0.5
+        return stamped
+
+
+class Recorder:
+    def __init__(self):
+        self.messages = []
+
+    def publish(self, msg):
+        self.messages.append(msg)
+
+
+def test_an_answer_in_the_target_frame_looks_its_transform_up_once():
+    """position_in_target and the target topic's 3D detections of one answer: one tf2 lookup
+    for its frame, the same point in both; a new frame looks up again."""
+    import rclpy.logging
+
+    from segzero_ros.detections import Detections, DetectionServices
+    from segzero_ros.params import PerceptionParams
+    from segzero_ros.spatial import Spatial, SpatialServices
+
+    params = PerceptionParams.from_mapping({"use_depth": True, "target_frame": "base_link"})
+    buffer = StandInTfBuffer()
+    spatial = Spatial(
+        SpatialServices(
+            params=lambda: params,
+            logger=rclpy.logging.get_logger("test_detections"),
+            publisher=lambda name: None,
+            subscribe=None,
+            unsubscribe=None,
+            resolve_topic=str,
+            tf_buffer=lambda: (buffer, None),
+        )
+    )
+    publishers = {name: Recorder() for name in ("detections", "detections_3d")}
+    publishers["detections_3d_target"] = Recorder()
+    detections = Detections(
+        DetectionServices(
+            params=lambda: params,
+            publisher=publishers.get,
+            target_transform=spatial.target_transform,
+        )
+    )
+    header = Header(frame_id="camera_optical")
+    header.stamp.sec = 7
+    located = ObjectGeometry(DepthStatus.OK, position=(0.3, 0.0, 2.0), size=(0.1, 0.2, 0.3))
+
+    position = spatial._in_target(header, located)
+    detections.publish(header, [Detected("q1/1", "the cup", 0.8, (0, 0, 1, 1), located)])
+    assert buffer.lookups == [("base_link", "camera_optical", 7 * 10**9)]
+    assert (position.header.frame_id, position.header.stamp.sec) == ("base_link", 7)
+    point = position.point
+    assert (point.x, point.y, point.z) == pytest.approx((2.0, -0.3, 1.2))
+    (array,) = publishers["detections_3d_target"].messages
+    assert array.header.frame_id == "base_link" and array.header.stamp.sec == 7
+    assert array.detections[0].bbox.center.position == point
+    assert publishers["detections_3d"].messages[0].header.frame_id == "camera_optical"
+
+    header.stamp.sec = 8
+    spatial._in_target(header, located)
+    assert len(buffer.lookups) == 2
